@@ -1,0 +1,7 @@
+"""swd_kernels: fused Stable Weight Decay optimizers (AdamS, AMSGradS, SGDS, AdaiS)."""
+from . import ops
+from .backends import available_backends
+from .optim import SGDS, AdaiS, AdamS, AMSGradS
+
+__all__ = ["AdamS", "AMSGradS", "SGDS", "AdaiS", "available_backends", "ops"]
+__version__ = "0.1.0"

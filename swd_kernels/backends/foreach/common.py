@@ -1,0 +1,62 @@
+"""Pieces every foreach-backend op shares: fp32 working copies, grad preparation, v_bar."""
+from __future__ import annotations
+
+import torch
+
+
+def fp32_working(tensors: list[torch.Tensor], must_copy: bool) -> list[torch.Tensor]:
+    """fp32 tensors to compute in: the tensors themselves when fp32 and writable in place,
+    else fp32 copies (half-precision storage, or a found_inf that may reject the result)."""
+    return [
+        t.clone() if (t.dtype == torch.float32 and must_copy) else t.float()
+        for t in tensors
+    ]
+
+
+def write_back(dst: list[torch.Tensor], work: list[torch.Tensor], found_inf) -> None:
+    """Store ``work`` into ``dst``; with ``found_inf`` nonzero keep ``dst`` as it was."""
+    for d, w in zip(dst, work):
+        if w is d:
+            continue
+        if found_inf is None:
+            d.copy_(w)
+        else:
+            d.copy_(torch.where(found_inf.to(d.device) != 0, d, w.to(d.dtype)))
+
+
+def prepared_grads(grads, grad_scale, maximize: bool) -> list[torch.Tensor]:
+    """fp32 grads divided by ``grad_scale`` and negated under ``maximize``; never the user's
+    grad tensors themselves when anything must change."""
+    g = [x.float() for x in grads]
+    if grad_scale is not None:
+        g = torch._foreach_div(g, grad_scale.float())
+    if maximize:
+        g = torch._foreach_neg(g)
+    return g
+
+
+def next_steps(state_steps) -> list[torch.Tensor]:
+    """``t = step + 1`` for every tensor (float32, 0-dim, not written)."""
+    return torch._foreach_add(state_steps, 1)
+
+
+def advance_steps(state_steps, found_inf) -> None:
+    if found_inf is None:
+        torch._foreach_add_(state_steps, 1)
+    else:
+        torch._foreach_add_(state_steps, (found_inf == 0).to(torch.float32))
+
+
+def global_mean(accum: torch.Tensor) -> torch.Tensor:
+    """``v_bar = accum[0] / accum[1]`` as float64, 0 when nothing was counted."""
+    total, count = accum[0], accum[1]
+    return torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))
+
+
+def lr_value(lr_tensor, lr: float, device) -> torch.Tensor | float:
+    return lr if lr_tensor is None else lr_tensor.to(device=device, dtype=torch.float64)
+
+
+def one_minus_pow(base: float, t: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``1 - base^t`` for every tensor's step ``t``."""
+    return torch._foreach_add(torch._foreach_neg(torch._foreach_pow(base, t)), 1)

@@ -1,0 +1,311 @@
+"""The small base every SWD optimizer stands on: validation, buckets, the global mean, AMP,
+state_dict. A family file says only how its state looks and which ops one step calls."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.optim.optimizer import required
+
+from .. import backends, ops
+
+STEP_KEY = "step"
+
+
+def check_range(name: str, value, low: float, high: float | None = None,
+                high_inclusive: bool = False, fix: str = "") -> None:
+    """Raise ValueError naming ``name`` unless ``low <= value`` (and ``value < high``)."""
+    if torch.is_tensor(value):
+        if value.numel() != 1 or not value.is_floating_point():
+            raise ValueError(f"{name} given as a tensor must be a one-element floating tensor, "
+                             f"got shape {tuple(value.shape)} and dtype {value.dtype}")
+        if value.device.type != "cpu":  # reading a device value would sync: trust it
+            return
+        value = value.item()
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    above = value <= high if high_inclusive else value < high if high is not None else True
+    if not (value >= low and above):
+        bound = "" if high is None else f" and {'<=' if high_inclusive else '<'} {high}"
+        raise ValueError(f"Invalid {name}: {value!r}; it must be >= {low}{bound}. {fix}".rstrip())
+
+
+def is_dense(t: torch.Tensor) -> bool:
+    """Elements fill a block of storage without gaps or overlaps, in some dimension order
+    (contiguous, channels_last, a transpose ...): a kernel may walk it as a flat array."""
+    expected = 1
+    for stride, size in sorted((s, n) for s, n in zip(t.stride(), t.shape) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal strides on every dimension longer than 1 (the ones that matter)."""
+    return all(sa == sb for sa, sb, n in zip(a.stride(), b.stride(), b.shape) if n > 1)
+
+
+@dataclass
+class Bucket:
+    """The tensors of one param group that share a device, a param dtype and a state dtype:
+    the unit one op call works on. ``originals`` holds params that could not be handed to a
+    kernel as they are (not dense); ``params`` then holds dense working copies of them."""
+    group: dict
+    device: torch.device
+    owners: list = field(default_factory=list)  # the user's params, in order
+    params: list = field(default_factory=list)
+    grads: list = field(default_factory=list)
+    states: list = field(default_factory=list)
+    write_back: list = field(default_factory=list)  # (original param, working copy)
+
+
+class SWDOptimizer(torch.optim.Optimizer):
+    """Base of AdamS, AMSGradS, SGDS and AdaiS (not used directly)."""
+
+    # GradScaler hands over grad_scale and found_inf and skips its own unscale and sync.
+    _step_supports_amp_scaling = True
+    # state keys of float tensors shaped like the param, and which optional ones apply
+    _state_keys: tuple[str, ...] = ()
+
+    def __init__(self, params, defaults: dict, backend: str = "auto", state_dtype=None):
+        backends.validate_request(backend)
+        if state_dtype is not None and state_dtype not in (torch.float32, torch.float16,
+                                                           torch.bfloat16, torch.float64):
+            raise TypeError(f"state_dtype must be None (the param's dtype) or a floating "
+                            f"dtype such as torch.float32, got {state_dtype!r}")
+        self.backend = backend
+        self.state_dtype = state_dtype
+        self._accums: dict[torch.device, torch.Tensor] = {}
+        self._v_sums: dict[torch.Tensor, torch.Tensor] = {}
+        super().__init__(params, defaults)
+        for device in {p.device for group in self.param_groups for p in group["params"]}:
+            backends.resolve(backend, device)  # an unavailable backend fails here, not later
+
+    # ----- validation -------------------------------------------------------------------
+    def _validate_group(self, group: dict) -> None:
+        """Raise a clear error for a bad hyperparameter of ``group`` (defaults filled in)."""
+        raise NotImplementedError
+
+    def add_param_group(self, param_group: dict) -> None:
+        merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
+        if merged.get("lr") is not required:
+            self._validate_group(merged)
+        params = param_group["params"]
+        params = [params] if torch.is_tensor(params) else list(params)
+        for p in params:
+            if torch.is_tensor(p) and (p.is_complex() or not p.is_floating_point()):
+                raise TypeError(f"{type(self).__name__} handles real floating-point "
+                                f"parameters only, got one of dtype {p.dtype}; view complex "
+                                f"parameters as real (torch.view_as_real) to optimize them")
+        super().add_param_group(param_group)
+
+    def _check_grads(self) -> None:
+        for index, group in enumerate(self.param_groups):
+            self._validate_group(group)
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                where = f"(param group {index}, parameter of shape {tuple(p.shape)})"
+                if g.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse "
+                                       f"gradients {where}: use dense grads, e.g. "
+                                       f"nn.Embedding(..., sparse=False)")
+                if g.is_complex():
+                    raise RuntimeError(f"complex gradients are not supported {where}")
+                if g.device != p.device or g.dtype != p.dtype or g.shape != p.shape:
+                    raise RuntimeError(
+                        f"grad {where} must match its param in device, dtype and shape: got "
+                        f"{g.device}/{g.dtype}/{tuple(g.shape)} for "
+                        f"{p.device}/{p.dtype}/{tuple(p.shape)}")
+
+    # ----- state ------------------------------------------------------------------------
+    def _state_dtype_for(self, p: torch.Tensor) -> torch.dtype:
+        return self.state_dtype or p.dtype
+
+    # the value a new state tensor starts at (0 unless named here)
+    _initial_values: dict[str, float] = {}
+
+    def _fill_state(self, p: torch.Tensor, group: dict, state: dict) -> None:
+        """Create the state entries ``p`` lacks: all of them on its first step, or the ones a
+        checkpoint from torch or another option setting did not have."""
+        if state.get(STEP_KEY) is None:
+            state[STEP_KEY] = torch.full((), self._missing_step(state), dtype=torch.float32,
+                                         device=p.device)
+        for key in self._active_state_keys(group):
+            if state.get(key) is None:
+                state[key] = torch.full_like(p, self._initial_values.get(key, 0.0),
+                                             dtype=self._state_dtype_for(p),
+                                             memory_format=torch.preserve_format)
+
+    def _missing_step(self, state: dict) -> float:
+        """The step count of a tensor whose state has no ``step`` (0 on its first step)."""
+        return 0.0
+
+    def _active_state_keys(self, group: dict) -> tuple[str, ...]:
+        return self._state_keys
+
+    def _buckets(self) -> list[Bucket]:
+        """Group every param with a grad into buckets, creating missing state (after all
+        checks, so a bad input changes nothing)."""
+        self._check_grads()
+        buckets: dict[tuple, Bucket] = {}
+        for index, group in enumerate(self.param_groups):
+            keys = self._active_state_keys(group)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                self._fill_state(p, group, state)
+                key = (index, p.device, p.dtype, self._state_dtype_for(p))
+                bucket = buckets.setdefault(key, Bucket(group, p.device))
+                param, grad = p, p.grad
+                if is_dense(p):
+                    # kernels walk storage linearly: grad and state must share p's layout
+                    if not same_layout(grad, p):
+                        grad = torch.empty_like(p).copy_(grad)
+                    for k in keys:
+                        if not same_layout(state[k], p):
+                            state[k] = torch.empty_like(p, dtype=state[k].dtype).copy_(state[k])
+                else:  # a view into a larger tensor: work on a dense copy, write it back
+                    param = p.contiguous()
+                    grad = grad.contiguous()
+                    for k in keys:
+                        state[k] = state[k].contiguous()
+                    bucket.write_back.append((p, param))
+                tensors = [state[k] for k in keys]
+                bucket.owners.append(p)
+                bucket.params.append(param)
+                bucket.grads.append(grad)
+                bucket.states.append((state, tensors))
+        return list(buckets.values())
+
+    def _lists(self, bucket: Bucket) -> dict[str, list]:
+        """The bucket's state as one list per key, plus the step counts."""
+        keys = self._active_state_keys(bucket.group)
+        lists = {k: [tensors[i] for _, tensors in bucket.states] for i, k in enumerate(keys)}
+        lists[STEP_KEY] = [state[STEP_KEY] for state, _ in bucket.states]
+        return lists
+
+    @staticmethod
+    def _finish(bucket: Bucket) -> None:
+        for original, working in bucket.write_back:
+            original.copy_(working)
+
+    # ----- the global mean --------------------------------------------------------------
+    def _accum(self, device: torch.device) -> torch.Tensor:
+        """This device's ``[sum of v_hat, count]`` accumulator, allocated once (graph-safe)."""
+        if device not in self._accums:
+            self._accums[device] = torch.zeros(2, dtype=torch.float64, device=device)
+        return self._accums[device]
+
+    def _v_sum(self, p: torch.Tensor, exp_avg_sq: torch.Tensor) -> torch.Tensor:
+        """The running sum of ``p``'s exp_avg_sq (float64, on its device) that the reduction
+        keeps by the linear identity; computed from the state the first time (new state, or
+        after load_state_dict), then kept up to date by the ops."""
+        total = self._v_sums.get(p)
+        if total is None:
+            total = self._v_sums[p] = exp_avg_sq.sum(dtype=torch.float64)
+        return total
+
+    def _global_mean(self, buckets: list[Bucket], reduce_args: list[dict]) -> None:
+        """Pass 1 over every bucket: afterwards each device's accumulator holds the sum of
+        v_hat and the element count over all buckets and devices."""
+        devices = list(dict.fromkeys(b.device for b in buckets))
+        for device in devices:
+            self._accum(device).zero_()
+        for bucket, args in zip(buckets, reduce_args):
+            self._op(bucket.device, "adam_reduce")(**args)
+        self._combine_accums(devices)
+
+    def _combine_accums(self, devices) -> None:
+        """Make every device's accumulator hold the total over all devices (and ranks)."""
+        if len(devices) > 1:
+            first = devices[0]
+            total = sum(self._accum(d).to(first) for d in devices)
+            for d in devices:
+                self._accum(d).copy_(total)
+
+    # ----- AMP and the step -------------------------------------------------------------
+    def _amp_args(self, grad_scale, found_inf):
+        if grad_scale is None:
+            grad_scale = getattr(self, "grad_scale", None)
+        if found_inf is None:
+            found_inf = getattr(self, "found_inf", None)
+        return grad_scale, found_inf
+
+    @staticmethod
+    def _on(value, device):
+        """An optional device value moved (asynchronously) to ``device``."""
+        if value is None:
+            return None
+        return value.to(device=device, non_blocking=True)
+
+    @staticmethod
+    def _lr_args(group: dict, device) -> tuple:
+        lr = group["lr"]
+        if torch.is_tensor(lr):
+            return lr.to(device=device, non_blocking=True).reshape(()), 0.0
+        return None, float(lr)
+
+    def _op(self, device, name: str):
+        return ops.get(backends.resolve(self.backend, device), name)
+
+    @torch.no_grad()
+    def step(self, closure=None, grad_scale=None, found_inf=None):
+        """One optimizer step. ``grad_scale``/``found_inf`` (device tensors) come from a
+        GradScaler, which sets them as attributes; a nonzero ``found_inf`` skips the step."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grad_scale, found_inf = self._amp_args(grad_scale, found_inf)
+        buckets = self._buckets()
+        if buckets:
+            self._run(buckets, grad_scale, found_inf)
+            for bucket in buckets:
+                self._finish(bucket)
+        return loss
+
+    def _run(self, buckets: list[Bucket], grad_scale, found_inf) -> None:
+        raise NotImplementedError
+
+    # ----- checkpoints ------------------------------------------------------------------
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # state_dicts from torch or older versions
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+        self.__dict__.setdefault("_accums", {})
+        self.__dict__.setdefault("_v_sums", {})
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's load, then our layout: steps as float32 on the param's device and states
+        in ``state_dtype`` taken from the saved tensors (torch casts them to the param's
+        dtype, which would round fp32 state of a bf16 param)."""
+        super().load_state_dict(state_dict)
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for saved_id, p in zip(saved_ids, params):
+            saved = state_dict["state"].get(saved_id)
+            if saved is None:
+                continue
+            state = self.state[p]
+            for key, value in saved.items():
+                if not torch.is_tensor(value):
+                    if key == STEP_KEY:
+                        state[key] = torch.tensor(float(value), dtype=torch.float32,
+                                                  device=p.device)
+                    continue
+                if key == STEP_KEY:
+                    state[key] = value.to(device=p.device, dtype=torch.float32,
+                                          copy=True).reshape(())
+                elif value.is_floating_point():
+                    state[key] = value.to(device=p.device, dtype=self._state_dtype_for(p),
+                                          copy=True)
+        self._after_load()
+
+    def _after_load(self) -> None:
+        """Drop what was derived from the old state; the next step recomputes it."""
+        self._v_sums.clear()

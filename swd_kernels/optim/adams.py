@@ -48,7 +48,7 @@ class AdamS(SWDOptimizer):
 
     def _run(self, buckets: list[Bucket], grad_scale, found_inf) -> None:
         calls = [self._arguments(b, grad_scale, found_inf) for b in buckets]
-        if len(buckets) == 1:  # the whole step in one op (one launch where the backend can)
+        if len(buckets) == 1 and self._process_group is None:  # one op (one launch if it can)
             self._accum(buckets[0].device).zero_()
             self._op(buckets[0].device, "adam_step")(**calls[0])
             return

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.optim.optimizer import required
 
-from .. import backends, ops
+from .. import backends, distributed, ops
 
 STEP_KEY = "step"
 
@@ -49,15 +49,15 @@ def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
 @dataclass
 class Bucket:
     """The tensors of one param group that share a device, a param dtype and a state dtype:
-    the unit one op call works on. ``originals`` holds params that could not be handed to a
-    kernel as they are (not dense); ``params`` then holds dense working copies of them."""
+    the unit one op call works on (local shards for sharded params). A tensor a kernel can't
+    walk as a flat array is handed over as a dense copy, listed in ``write_back``."""
     group: dict
     device: torch.device
     owners: list = field(default_factory=list)  # the user's params, in order
     params: list = field(default_factory=list)
     grads: list = field(default_factory=list)
     states: list = field(default_factory=list)
-    write_back: list = field(default_factory=list)  # (original param, working copy)
+    write_back: list = field(default_factory=list)  # (user's tensor, dense working copy)
 
 
 class SWDOptimizer(torch.optim.Optimizer):
@@ -79,6 +79,8 @@ class SWDOptimizer(torch.optim.Optimizer):
         self._accums: dict[torch.device, torch.Tensor] = {}
         self._v_sums: dict[torch.Tensor, torch.Tensor] = {}
         super().__init__(params, defaults)
+        self._process_group = distributed.group_of(
+            p for group in self.param_groups for p in group["params"])
         for device in {p.device for group in self.param_groups for p in group["params"]}:
             backends.resolve(backend, device)  # an unavailable backend fails here, not later
 
@@ -160,21 +162,18 @@ class SWDOptimizer(torch.optim.Optimizer):
                 self._fill_state(p, group, state)
                 key = (index, p.device, p.dtype, self._state_dtype_for(p))
                 bucket = buckets.setdefault(key, Bucket(group, p.device))
-                param, grad = p, p.grad
-                if is_dense(p):
-                    # kernels walk storage linearly: grad and state must share p's layout
-                    if not same_layout(grad, p):
-                        grad = torch.empty_like(p).copy_(grad)
-                    for k in keys:
-                        if not same_layout(state[k], p):
-                            state[k] = torch.empty_like(p, dtype=state[k].dtype).copy_(state[k])
-                else:  # a view into a larger tensor: work on a dense copy, write it back
-                    param = p.contiguous()
-                    grad = grad.contiguous()
-                    for k in keys:
-                        state[k] = state[k].contiguous()
-                    bucket.write_back.append((p, param))
-                tensors = [state[k] for k in keys]
+                param, grad = distributed.local(p), distributed.local(p.grad)
+                tensors = [distributed.local(state[k]) for k in keys]
+                if is_dense(param) and all(same_layout(t, param) for t in tensors):
+                    if not same_layout(grad, param):  # kernels walk all of them as flat arrays
+                        grad = torch.empty_like(param).copy_(grad)
+                else:  # e.g. a view into a larger tensor: work on dense copies, write them back
+                    originals = [param, *tensors]
+                    param, grad = param.contiguous(), grad.contiguous()
+                    tensors = [t.contiguous() for t in tensors]
+                    bucket.write_back.extend(
+                        (dst, work) for dst, work in zip(originals, [param, *tensors])
+                        if work is not dst)
                 bucket.owners.append(p)
                 bucket.params.append(param)
                 bucket.grads.append(grad)
@@ -220,12 +219,15 @@ class SWDOptimizer(torch.optim.Optimizer):
         self._combine_accums(devices)
 
     def _combine_accums(self, devices) -> None:
-        """Make every device's accumulator hold the total over all devices (and ranks)."""
+        """Make every device's accumulator hold the total over all devices and ranks."""
         if len(devices) > 1:
             first = devices[0]
             total = sum(self._accum(d).to(first) for d in devices)
             for d in devices:
                 self._accum(d).copy_(total)
+        if self._process_group is not None:
+            for d in devices:
+                distributed.all_reduce_statistics(self._accum(d), self._process_group)
 
     # ----- AMP and the step -------------------------------------------------------------
     def _amp_args(self, grad_scale, found_inf):
@@ -279,6 +281,7 @@ class SWDOptimizer(torch.optim.Optimizer):
                 group.setdefault(key, value)
         self.__dict__.setdefault("_accums", {})
         self.__dict__.setdefault("_v_sums", {})
+        self.__dict__.setdefault("_process_group", None)
 
     def load_state_dict(self, state_dict: dict) -> None:
         """torch's load, then our layout: steps as float32 on the param's device and states

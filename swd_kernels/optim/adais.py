@@ -41,7 +41,7 @@ class AdaiS(SWDOptimizer):
         calls = []
         for bucket in buckets:
             group, device = bucket.group, bucket.device
-            lists = self._lists(bucket)
+            lists = bucket.lists
             lr_tensor, lr = self._lr_args(group, device)
             beta0, beta2 = (float(b) for b in group["betas"])
             calls.append(dict(
@@ -54,7 +54,7 @@ class AdaiS(SWDOptimizer):
         self._global_mean(buckets, [dict(
             grads=a["grads"], exp_avg_sqs=a["exp_avg_sqs"], max_exp_avg_sqs=[],
             state_steps=a["state_steps"],
-            v_sums=[self._v_sum(p, v) for p, v in zip(b.owners, a["exp_avg_sqs"])],
+            v_sums=self._bucket_v_sums(b),
             accum=a["accum"], beta2=a["beta2"], amsgrad=False, grad_scale=a["grad_scale"],
             found_inf=a["found_inf"]) for b, a in zip(buckets, calls)])
         for bucket, a in zip(buckets, calls):

@@ -60,7 +60,7 @@ class AdamS(SWDOptimizer):
 
     def _arguments(self, bucket: Bucket, grad_scale, found_inf) -> dict:
         group, device = bucket.group, bucket.device
-        lists = self._lists(bucket)
+        lists = bucket.lists
         amsgrad = bool(group["amsgrad"])
         lr_tensor, lr = self._lr_args(group, device)
         beta1, beta2 = (float(b) for b in group["betas"])
@@ -69,8 +69,7 @@ class AdamS(SWDOptimizer):
             exp_avg_sqs=lists["exp_avg_sq"],
             max_exp_avg_sqs=lists["max_exp_avg_sq"] if amsgrad else [],
             state_steps=lists[STEP_KEY],
-            v_sums=[] if amsgrad else [self._v_sum(p, v) for p, v in
-                                       zip(bucket.owners, lists["exp_avg_sq"])],
+            v_sums=[] if amsgrad else self._bucket_v_sums(bucket),
             accum=self._accum(device), lr_tensor=lr_tensor, lr=lr, beta1=beta1, beta2=beta2,
             weight_decay=float(group["weight_decay"]), eps=float(group["eps"]),
             decay_power=float(group["decay_power"]), decay_eps=float(group["decay_eps"]),

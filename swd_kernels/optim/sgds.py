@@ -39,7 +39,7 @@ class SGDS(SWDOptimizer):
     def _run(self, buckets: list[Bucket], grad_scale, found_inf) -> None:
         for bucket in buckets:
             group, device = bucket.group, bucket.device
-            lists = self._lists(bucket)
+            lists = bucket.lists
             lr_tensor, lr = self._lr_args(group, device)
             self._op(device, "sgd_update")(
                 bucket.params, bucket.grads, lists.get("momentum_buffer", []), lists[STEP_KEY],

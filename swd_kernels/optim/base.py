@@ -2,6 +2,7 @@
 state_dict. A family file says only how its state looks and which ops one step calls."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -91,6 +92,7 @@ class SWDOptimizer(torch.optim.Optimizer):
         self._accums: dict[torch.device, torch.Tensor] = {}
         self._v_sums: dict[torch.Tensor, torch.Tensor] = {}
         self._plan: Plan | None = None
+        self._resolved: dict[tuple, str] = {}
         super().__init__(params, defaults)
         self._process_group = distributed.group_of(
             p for group in self.param_groups for p in group["params"])
@@ -300,7 +302,13 @@ class SWDOptimizer(torch.optim.Optimizer):
         return None, float(lr)
 
     def _op(self, device, name: str):
-        return ops.get(backends.resolve(self.backend, device), name)
+        """The op ``name`` of the backend that runs ``device``, resolved once per device (and
+        again if the ``SWD_KERNELS_BACKEND`` override changes)."""
+        key = (device, os.environ.get(backends.ENV_VAR))
+        backend = self._resolved.get(key)
+        if backend is None:
+            backend = self._resolved[key] = backends.resolve(self.backend, device)
+        return ops.get(backend, name)
 
     @torch.no_grad()
     def step(self, closure=None, grad_scale=None, found_inf=None):
@@ -330,6 +338,7 @@ class SWDOptimizer(torch.optim.Optimizer):
         self.__dict__.setdefault("_accums", {})
         self.__dict__.setdefault("_v_sums", {})
         self.__dict__.setdefault("_process_group", None)
+        self.__dict__.setdefault("_resolved", {})
         self._plan = None
 
     def load_state_dict(self, state_dict: dict) -> None:

@@ -9,11 +9,20 @@ Switches (environment variables):
 """
 import glob
 import os
+import sys
 
 from setuptools import find_packages, setup
 
-import torch
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+# torch takes CUDA_HOME from the directory of `which nvcc`; where nvcc on the PATH is a wrapper
+# script (/usr/local/bin/nvcc here) that guess lacks lib64/libcudart. Prefer the toolkit's own
+# directory when it exists and the user set none.
+if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")) and os.path.exists(
+        "/usr/local/cuda/bin/nvcc"):
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import (  # noqa: E402
+    CUDA_HOME, BuildExtension, CppExtension, CUDAExtension)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -30,18 +39,23 @@ def _want_cuda() -> bool:
 
 def _extension():
     with_cuda = _want_cuda()
-    cxx = ["-O3", "-std=c++17", "-fvisibility=hidden"]
+    cxx = ["-O3", "-std=c++20", "-fvisibility=hidden"]  # torch >= 2.10 headers need C++20
+    # at::parallel_for is an inline template: it only runs threads in files built with
+    # OpenMP (torch's own builds on Linux use OpenMP; libgomp comes with torch)
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    cxx += openmp
     sources = _sources("csrc/ops.cpp") + _sources("csrc/cpu/*.cpp")
     include_dirs = [os.path.join(HERE, "csrc")]
     if not with_cuda:
         return CppExtension("swd_kernels._C", sources, include_dirs=include_dirs,
-                            extra_compile_args={"cxx": cxx})
+                            extra_compile_args={"cxx": cxx}, extra_link_args=openmp)
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST",
                           os.environ.get("SWD_KERNELS_CUDA_ARCHS", "8.0;9.0+PTX"))
-    nvcc = ["-O3", "-std=c++17", "-lineinfo", "--expt-relaxed-constexpr"]
+    nvcc = ["-O3", "-std=c++20", "-lineinfo", "--expt-relaxed-constexpr"]
     return CUDAExtension("swd_kernels._C", sources + _sources("csrc/cuda/*.cu"),
                          include_dirs=include_dirs, define_macros=[("SWD_WITH_CUDA", "1")],
-                         extra_compile_args={"cxx": cxx, "nvcc": nvcc})
+                         extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+                         extra_link_args=openmp)
 
 
 setup(

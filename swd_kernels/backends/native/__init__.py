@@ -1,42 +1,36 @@
 """The ``native`` backend: the compiled ``swd_kernels._C`` library (csrc/), fused C++ kernels on
-CPU and multi-tensor CUDA kernels. Importing this never fails: a missing or CPU-only build
-only makes the backend unavailable, with the reason."""
+CPU and multi-tensor CUDA kernels, registered as the ``swd_native`` ops' implementations when it
+loads. Importing this never fails: a missing or broken build only makes the backend
+unavailable, with the reason."""
 from __future__ import annotations
-
-import glob
-import os
 
 import torch
 
 from ... import ops
 
 NAME = "native"
-ops.define(NAME)
+ops.define(NAME)  # the schemas must exist before the library registers kernels for them
 
 _load_error: str | None = None
-
-
-def _load() -> None:
-    global _load_error
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    candidates = glob.glob(os.path.join(here, "_C*.so")) + glob.glob(os.path.join(here, "_C*.pyd"))
-    if not candidates:
-        _load_error = ("the compiled extension swd_kernels._C was not built (reinstall with "
-                       "`pip install -e . --no-build-isolation` and a C++ compiler)")
-        return
-    try:
-        torch.ops.load_library(candidates[0])
-    except OSError as error:
-        _load_error = f"loading {candidates[0]} failed: {error}"
-
-
-_load()
+try:
+    from ... import _C  # noqa: F401  (loading it registers the kernels)
+except (ImportError, OSError) as error:
+    _load_error = (f"the compiled extension swd_kernels._C could not be loaded ({error}); "
+                   f"rebuild it with `pip install -e . --no-build-isolation` and a C++ compiler")
 
 
 def _has_kernel(device_type: str) -> bool:
     key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
     return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
         f"{ops.namespace(NAME)}::adam_update", key)
+
+
+_HALF_AND_SINGLE = {torch.float32, torch.bfloat16, torch.float16}
+
+
+def supported_dtypes(device: torch.device) -> set[torch.dtype]:
+    """Param dtypes the kernels take (the CUDA kernels also take float64)."""
+    return _HALF_AND_SINGLE | ({torch.float64} if device.type == "cuda" else set())
 
 
 def unavailable_reason(device: torch.device) -> str | None:

@@ -1,0 +1,40 @@
+"""Bytes one optimizer step must move per element (DESIGN.md §4): the traffic a bandwidth-bound
+step cannot avoid, used to turn a time into GB/s. With ``P`` bytes per param element, ``G``
+per grad element (= P) and ``S`` per state element:
+
+    AdamW     read p g m v, write p m v                          2P + G + 4S    fp32: 28
+    AdamS     + pass 1 reads g (Σv by the linear identity)       2P + 2G + 4S   fp32: 32
+    AMSGradS  pass 1 reads g v vmax; pass 2 = AdamW + vmax r/w   2P + 2G + 8S   fp32: 48
+    SGDS      read p g buf, write p buf (momentum > 0)           2P + G + 2S    fp32: 20
+    AdaiS     pass 1 reads g; pass 2 r/w p m v beta1_prod, r g   2P + 2G + 6S   fp32: 40
+
+DESIGN.md §4 writes "~44" for AMSGradS; a two-pass step that cannot use the linear identity
+must read v and vmax in pass 1 as well as g, so 48 is counted here.
+bf16 params/grads with fp32 state: AdamS 2·2 + 2·2 + 4·4 = 24 B, AdamW (torch keeps bf16
+state for bf16 params) 2·2 + 2 + 4·2 = 14 B. The per-tensor reference loop and its compiled
+version are counted as AdamS (the algorithm's minimum), so their GB/s is an effective rate.
+"""
+from __future__ import annotations
+
+import torch
+
+# (param+grad factor, grad-only factor, state factor) per algorithm: bytes = a·P + b·G + c·S
+_FACTORS = {
+    "AdamW": (2, 1, 4),
+    "AdamS": (2, 2, 4),
+    "AMSGradS": (2, 2, 8),
+    "SGDS": (2, 1, 2),
+    "AdaiS": (2, 2, 6),
+}
+
+
+def bytes_per_element(algorithm: str, param_dtype: torch.dtype, state_dtype: torch.dtype) -> int:
+    p_factor, g_factor, s_factor = _FACTORS[algorithm]
+    p = torch.tensor([], dtype=param_dtype).element_size()
+    s = torch.tensor([], dtype=state_dtype).element_size()
+    return p_factor * p + g_factor * p + s_factor * s
+
+
+def formula(algorithm: str) -> str:
+    a, b, c = _FACTORS[algorithm]
+    return f"{a}P+{b}G+{c}S"

@@ -58,4 +58,4 @@ class AdaiS(SWDOptimizer):
             accum=a["accum"], beta2=a["beta2"], amsgrad=False, grad_scale=a["grad_scale"],
             found_inf=a["found_inf"]) for b, a in zip(buckets, calls)])
         for bucket, a in zip(buckets, calls):
-            self._op(bucket.device, "adai_update")(**a)
+            self._op(bucket, "adai_update")(**a)

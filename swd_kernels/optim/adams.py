@@ -50,13 +50,13 @@ class AdamS(SWDOptimizer):
         calls = [self._arguments(b, grad_scale, found_inf) for b in buckets]
         if len(buckets) == 1 and self._process_group is None:  # one op (one launch if it can)
             self._accum(buckets[0].device).zero_()
-            self._op(buckets[0].device, "adam_step")(**calls[0])
+            self._op(buckets[0], "adam_step")(**calls[0])
             return
         reduce_names = ops.ARG_NAMES["adam_reduce"]
         self._global_mean(buckets, [{k: a[k] for k in reduce_names} for a in calls])
         for bucket, a in zip(buckets, calls):
             a.pop("v_sums")
-            self._op(bucket.device, "adam_update")(**a)
+            self._op(bucket, "adam_update")(**a)
 
     def _arguments(self, bucket: Bucket, grad_scale, found_inf) -> dict:
         group, device = bucket.group, bucket.device

@@ -54,6 +54,7 @@ class Bucket:
     walk as a flat array is handed over as a dense copy, listed in ``write_back``."""
     group: dict
     device: torch.device
+    dtype: torch.dtype
     owners: list = field(default_factory=list)  # the user's params, in order
     params: list = field(default_factory=list)
     grads: list = field(default_factory=list)
@@ -96,8 +97,11 @@ class SWDOptimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self._process_group = distributed.group_of(
             p for group in self.param_groups for p in group["params"])
-        for device in {p.device for group in self.param_groups for p in group["params"]}:
-            backends.resolve(backend, device)  # an unavailable backend fails here, not later
+        for device, dtype in {(p.device, p.dtype) for group in self.param_groups
+                              for p in group["params"]}:
+            # an unavailable backend fails here, not later; resolving now also keeps the
+            # import machinery out of a step that torch.compile traces (fullgraph=True)
+            self._backend_for(device, dtype)
 
     # ----- validation -------------------------------------------------------------------
     def _validate_group(self, group: dict) -> None:
@@ -202,7 +206,7 @@ class SWDOptimizer(torch.optim.Optimizer):
                 state = self.state[p]
                 self._fill_state(p, group, state)
                 key = (index, p.device, p.dtype, self._state_dtype_for(p))
-                bucket = buckets.setdefault(key, Bucket(group, p.device))
+                bucket = buckets.setdefault(key, Bucket(group, p.device, p.dtype))
                 param, grad = distributed.local(p), distributed.local(p.grad)
                 tensors = [distributed.local(state[k]) for k in keys]
                 if is_dense(param) and all(same_layout(t, param) for t in tensors):
@@ -256,6 +260,13 @@ class SWDOptimizer(torch.optim.Optimizer):
         if bucket.v_sums is None:
             bucket.v_sums = [self._v_sum(p, v)
                              for p, v in zip(bucket.owners, bucket.lists["exp_avg_sq"])]
+        if bucket.lists["exp_avg_sq"][0].dtype in (torch.bfloat16, torch.float16):
+            # Half-precision state rounds b2*v with a bias (in bf16, 0.999*v rounds back to v),
+            # so the identity's exact sum drifts from the stored v the update uses (bf16,
+            # b2=0.999: 5% after 1000 steps; AdaiS's inertia reads v_hat / v_bar). Re-read
+            # the stored sums every step instead (v >= 0: its L1 norm is its sum).
+            stored = torch._foreach_norm(bucket.lists["exp_avg_sq"], 1, dtype=torch.float32)
+            torch._foreach_copy_(bucket.v_sums, stored)
         return bucket.v_sums
 
     def _global_mean(self, buckets: list[Bucket], reduce_args: list[dict]) -> None:
@@ -265,7 +276,7 @@ class SWDOptimizer(torch.optim.Optimizer):
         for device in devices:
             self._accum(device).zero_()
         for bucket, args in zip(buckets, reduce_args):
-            self._op(bucket.device, "adam_reduce")(**args)
+            self._op(bucket, "adam_reduce")(**args)
         self._combine_accums(devices)
 
     def _combine_accums(self, devices) -> None:
@@ -289,10 +300,11 @@ class SWDOptimizer(torch.optim.Optimizer):
 
     @staticmethod
     def _on(value, device):
-        """An optional device value moved (asynchronously) to ``device``."""
+        """An optional one-element device value (GradScaler's are shaped (1,)) as a 0-dim
+        tensor on ``device``, moved asynchronously."""
         if value is None:
             return None
-        return value.to(device=device, non_blocking=True)
+        return value.to(device=device, non_blocking=True).reshape(())
 
     @staticmethod
     def _lr_args(group: dict, device) -> tuple:
@@ -301,14 +313,18 @@ class SWDOptimizer(torch.optim.Optimizer):
             return lr.to(device=device, non_blocking=True).reshape(()), 0.0
         return None, float(lr)
 
-    def _op(self, device, name: str):
-        """The op ``name`` of the backend that runs ``device``, resolved once per device (and
-        again if the ``SWD_KERNELS_BACKEND`` override changes)."""
-        key = (device, os.environ.get(backends.ENV_VAR))
+    def _op(self, bucket: Bucket, name: str):
+        """The op ``name`` of the backend that runs the bucket's device and dtype."""
+        return ops.get(self._backend_for(bucket.device, bucket.dtype), name)
+
+    def _backend_for(self, device, dtype) -> str:
+        """Resolved once per (device, dtype), and again if ``SWD_KERNELS_BACKEND`` changes;
+        under ``"auto"`` a dtype the fast backends lack (float64 on CPU) falls to the next."""
+        key = (device, dtype, os.environ.get(backends.ENV_VAR))
         backend = self._resolved.get(key)
         if backend is None:
-            backend = self._resolved[key] = backends.resolve(self.backend, device)
-        return ops.get(backend, name)
+            backend = self._resolved[key] = backends.resolve(self.backend, device, dtype)
+        return backend
 
     @torch.no_grad()
     def step(self, closure=None, grad_scale=None, found_inf=None):

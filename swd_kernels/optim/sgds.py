@@ -41,7 +41,7 @@ class SGDS(SWDOptimizer):
             group, device = bucket.group, bucket.device
             lists = bucket.lists
             lr_tensor, lr = self._lr_args(group, device)
-            self._op(device, "sgd_update")(
+            self._op(bucket, "sgd_update")(
                 bucket.params, bucket.grads, lists.get("momentum_buffer", []), lists[STEP_KEY],
                 lr_tensor, lr, float(group["momentum"]), float(group["dampening"]),
                 float(group["weight_decay"]), bool(group["nesterov"]),

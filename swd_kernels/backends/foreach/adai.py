@@ -24,19 +24,22 @@ def adai_update(params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps, 
     ratio_denominator = torch._foreach_mul(bias_correction2, v_bar.float())
     ratio = torch._foreach_div(v, ratio_denominator)
     ratio = [torch.where(v_bar > 0, r, torch.ones_like(r)) for r in ratio]
-    beta1 = torch._foreach_mul(ratio, -beta0)
+    # 1 - beta1 = clamp(beta0 * v_hat / v_bar, eps, 1), formed directly: beta1 often sits near
+    # 1 - eps, where fp32 1 - beta1 cancels (1 - 0.999f is 1.3e-5 off) and m drifts with it
+    one_minus_beta1 = torch._foreach_mul(ratio, beta0)
+    torch._foreach_clamp_min_(one_minus_beta1, eps)
+    torch._foreach_clamp_max_(one_minus_beta1, 1.0)
+    beta1 = torch._foreach_neg(one_minus_beta1)
     torch._foreach_add_(beta1, 1)
-    torch._foreach_clamp_min_(beta1, 0.0)
-    torch._foreach_clamp_max_(beta1, 1 - eps)
 
     lr_ = lr_value(lr_tensor, lr, accum.device)
     factor = 1 - lr_ * weight_decay
     torch._foreach_mul_(p, factor.float() if torch.is_tensor(factor) else factor)
     torch._foreach_mul_(prod, beta1)
-    # m = b1*m + (1-b1)*g = g + b1*(m - g)
-    torch._foreach_sub_(m, g)
-    torch._foreach_mul_(m, beta1)
-    torch._foreach_add_(m, g)
+    # m = b1*m + (1-b1)*g = m + (1-b1)*(g - m)
+    step = torch._foreach_sub(g, m)
+    torch._foreach_mul_(step, one_minus_beta1)
+    torch._foreach_add_(m, step)
     bias_correction1 = torch._foreach_neg(prod)
     torch._foreach_add_(bias_correction1, 1)
     update = torch._foreach_div(m, bias_correction1)

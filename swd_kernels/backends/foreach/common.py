@@ -58,5 +58,7 @@ def lr_value(lr_tensor, lr: float, device) -> torch.Tensor | float:
 
 
 def one_minus_pow(base: float, t: list[torch.Tensor]) -> list[torch.Tensor]:
-    """``1 - base^t`` for every tensor's step ``t``."""
+    """``1 - base^t`` for every tensor's step ``t``, in float64: in fp32, 1 - 0.999^1 is
+    1.3e-5 off, which v_hat and v_bar would inherit."""
+    t = [step.double() for step in t]
     return torch._foreach_add(torch._foreach_neg(torch._foreach_pow(base, t)), 1)

@@ -1,13 +1,55 @@
-"""The ``triton`` backend (not built yet): always unavailable, with the reason."""
+"""The ``triton`` backend: the op contract in Triton multi-tensor kernels.
+
+On CUDA it needs Triton and a GPU. On CPU it runs only in Triton's interpreter
+(``TRITON_INTERPRET=1`` set before Triton is first imported): slow, meant for tests.
+Importing this module without Triton raises ImportError, which the backend registry reports.
+"""
 from __future__ import annotations
 
+import os
+
 import torch
+import triton  # noqa: F401  (an ImportError here marks the backend unavailable)
 
 from ... import ops
+from . import adai, adam, sgd
 
 NAME = "triton"
-ops.define(NAME)
+
+_lib = ops.define(NAME)
+for _name, _fn in (("adam_reduce", adam.adam_reduce), ("adam_update", adam.adam_update),
+                   ("adam_step", adam.adam_step), ("adai_update", adai.adai_update),
+                   ("sgd_update", sgd.sgd_update)):
+    for _key in ("CUDA", "CPU"):
+        _lib.impl(_name, _fn, _key)
+
+
+def supported_dtypes(device: torch.device) -> set[torch.dtype]:
+    return {torch.float32, torch.bfloat16, torch.float16}
+
+
+def kernels_interpreted() -> bool:
+    """Whether Triton's interpreter runs our kernels (decided when they were defined)."""
+    return type(adam.adam_update_kernel).__name__ == "InterpretedFunction"
 
 
 def unavailable_reason(device: torch.device) -> str | None:
-    return "the triton backend is not implemented yet"
+    device = torch.device(device)
+    interpreted = kernels_interpreted()
+    if device.type == "cuda":
+        if interpreted:
+            return ("Triton's interpreter is on (TRITON_INTERPRET=1), which runs kernels on "
+                    "CPU tensors only: unset it to use the GPU")
+        if not torch.cuda.is_available():
+            return "no CUDA GPU is available"
+        return None
+    if device.type == "cpu":
+        if interpreted:
+            return None
+        if os.environ.get("TRITON_INTERPRET") == "1":
+            return ("TRITON_INTERPRET=1 was set after Triton compiled these kernels: set it "
+                    "before the first `import triton` (or `import swd_kernels`)")
+        return ("Triton kernels run on CPU only in Triton's interpreter: set "
+                "TRITON_INTERPRET=1 before importing triton (slow; for tests), or use "
+                "backend='native' or 'torch'")
+    return f"the triton backend runs on cuda (and cpu in the interpreter), not {device.type}"

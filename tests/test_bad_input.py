@@ -1,0 +1,210 @@
+"""Bad input gets a clear ValueError/TypeError/RuntimeError naming the parameter, raised before
+anything changes: params, state and step counts are as they were after a failed step."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import swd_kernels
+from swd_kernels.ops import BACKEND_NAMES
+
+ADAMS, SGDS, ADAIS = swd_kernels.AdamS, swd_kernels.SGDS, swd_kernels.AdaiS
+
+
+def params(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=generator).requires_grad_() for s in [(5,), (4, 3)]]
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda ps: ADAMS(ps, lr=-1e-3), "lr"),
+    (lambda ps: ADAMS(ps, eps=-1e-8), "eps"),
+    (lambda ps: ADAMS(ps, weight_decay=-0.1), "weight_decay"),
+    (lambda ps: ADAMS(ps, betas=(1.0, 0.999)), "beta1"),
+    (lambda ps: ADAMS(ps, betas=(0.9, -0.1)), "beta2"),
+    (lambda ps: ADAMS(ps, decay_power=-0.5), "decay_power"),
+    (lambda ps: ADAMS(ps, decay_eps=-1.0), "decay_eps"),
+    (lambda ps: swd_kernels.AMSGradS(ps, betas=(0.9, 1.5)), "beta2"),
+    (lambda ps: SGDS(ps, lr=-0.1), "lr"),
+    (lambda ps: SGDS(ps, lr=0.1, momentum=-0.5), "momentum"),
+    (lambda ps: SGDS(ps, lr=0.1, weight_decay=-1.0), "weight_decay"),
+    (lambda ps: SGDS(ps, lr=0.1, nesterov=True), "nesterov"),
+    (lambda ps: SGDS(ps, lr=0.1, momentum=0.9, dampening=0.5, nesterov=True), "nesterov"),
+    (lambda ps: SGDS(ps), "lr"),
+    (lambda ps: ADAIS(ps), "lr"),
+    (lambda ps: ADAIS(ps, lr=0.1, eps=0.0), "eps"),
+    (lambda ps: ADAIS(ps, lr=0.1, eps=-1e-3), "eps"),
+    (lambda ps: ADAIS(ps, lr=0.1, betas=(0.1, 1.0)), "beta2"),
+    (lambda ps: ADAIS(ps, lr=0.1, weight_decay=-1.0), "weight_decay"),
+    (lambda ps: ADAMS(ps, lr=torch.tensor(-1e-3)), "lr"),
+])
+def test_bad_hyperparameter_is_named(make, name):
+    with pytest.raises((ValueError, TypeError)) as error:
+        make(params())
+    assert name in str(error.value)
+
+
+def test_missing_lr_in_one_group():
+    ps = params()
+    with pytest.raises(ValueError, match="lr"):
+        SGDS([dict(params=ps[:1], lr=0.1), dict(params=ps[1:])])
+
+
+def test_empty_parameter_list():
+    for cls, kwargs in ((ADAMS, {}), (SGDS, dict(lr=0.1)), (ADAIS, dict(lr=0.1))):
+        with pytest.raises(ValueError, match="empty parameter list"):
+            cls([], **kwargs)
+
+
+def test_complex_params_rejected():
+    with pytest.raises(TypeError, match="complex|real"):
+        ADAMS([torch.randn(3, dtype=torch.complex64, requires_grad=True)])
+
+
+def test_unknown_backend_name():
+    with pytest.raises(ValueError, match="backend"):
+        ADAMS(params(), backend="cuda_magic")
+
+
+def test_bad_backend_environment_variable(monkeypatch):
+    monkeypatch.setenv("SWD_KERNELS_BACKEND", "nonsense")
+    with pytest.raises(ValueError, match="SWD_KERNELS_BACKEND"):
+        ADAMS(params())
+
+
+UNAVAILABLE_ON_CPU = [b for b in BACKEND_NAMES if b not in swd_kernels.available_backends("cpu")]
+
+
+@pytest.mark.parametrize("name", UNAVAILABLE_ON_CPU or ["none-unavailable"])
+def test_unavailable_backend_is_explained(name, monkeypatch):
+    if name == "none-unavailable":  # every backend runs on this CPU: use one that cannot
+        name, device = "native", "meta"
+    else:
+        device = "cpu"
+    p = torch.randn(4, device=device, requires_grad=True)
+    with pytest.raises(RuntimeError, match=f"backend='{name}' is not available") as error:
+        ADAMS([p], backend=name)
+    assert "available" in str(error.value)
+    monkeypatch.setenv("SWD_KERNELS_BACKEND", name)
+    with pytest.raises(RuntimeError, match=name):
+        ADAMS([p])
+
+
+# ----- a failed step changes nothing ---------------------------------------------------------
+
+def trained(make, backend, steps=3):
+    ps = params(1)
+    opt = make(ps, backend)
+    generator = torch.Generator().manual_seed(2)
+    for _ in range(steps):
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=generator)
+        opt.step()
+    for p in ps:
+        p.grad = torch.randn(p.shape, generator=generator)
+    return ps, opt
+
+
+def snapshot(ps, opt):
+    return [p.detach().clone() for p in ps], copy.deepcopy(opt.state_dict()["state"])
+
+
+def assert_unchanged(ps, opt, before):
+    values, state = before
+    for p, v in zip(ps, values):
+        assert torch.equal(p, v)
+    now = opt.state_dict()["state"]
+    assert now.keys() == state.keys()
+    for index in state:
+        assert now[index].keys() == state[index].keys()
+        for key, value in state[index].items():
+            assert torch.equal(now[index][key], value), (index, key)
+
+
+FAMILIES = {
+    "adams": lambda ps, b: ADAMS(ps, lr=1e-2, weight_decay=5e-2, backend=b),
+    "amsgrads": lambda ps, b: ADAMS(ps, lr=1e-2, amsgrad=True, backend=b),
+    "sgds": lambda ps, b: SGDS(ps, lr=1e-2, momentum=0.9, weight_decay=1e-2, backend=b),
+    "adais": lambda ps, b: ADAIS(ps, lr=1e-2, weight_decay=1e-2, backend=b),
+}
+
+
+BAD_GROUP_VALUES = [("lr", -1.0, "lr"), ("weight_decay", -0.5, "weight_decay"),
+                    ("betas", (0.9, 2.0), "beta"), ("momentum", 1.5, "momentum"),
+                    ("eps", -1.0, "eps")]
+
+
+@pytest.mark.parametrize("family, key, value, name", [
+    pytest.param(family, key, value, name, id=f"{family}-{key}")
+    for family in FAMILIES for key, value, name in BAD_GROUP_VALUES
+    if (key == "momentum") == (family == "sgds") or key in ("lr", "weight_decay")])
+def test_bad_group_value_after_steps_changes_nothing(backend, family, key, value, name):
+    ps, opt = trained(FAMILIES[family], backend)
+    before = snapshot(ps, opt)
+    opt.param_groups[0][key] = value
+    with pytest.raises(ValueError, match=name):
+        opt.step()
+    assert_unchanged(ps, opt, before)
+
+
+def _sparse(p, generator):
+    return torch.randn(p.shape, generator=generator).to_sparse()
+
+
+def _wrong_dtype(p, generator):
+    return torch.randn(p.shape, generator=generator).to(torch.float64)
+
+
+def _wrong_shape(p, generator):
+    return torch.randn(p.numel() + 1, generator=generator)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("make_grad, message", [
+    (_sparse, "sparse"), (_wrong_dtype, "dtype"), (_wrong_shape, "shape"),
+], ids=["sparse", "dtype", "shape"])
+def test_bad_grad_changes_nothing(backend, family, make_grad, message):
+    """A bad grad on the second param fails the whole step before the first param moves."""
+    ps, opt = trained(FAMILIES[family], backend)
+    before = snapshot(ps, opt)
+    generator = torch.Generator().manual_seed(3)
+    bad = make_grad(ps[1], generator)
+    if bad.is_sparse:
+        ps[1].grad = bad
+    else:  # torch's grad setter refuses a mismatch; .data does not check
+        ps[1].grad.data = bad
+    with pytest.raises(RuntimeError, match=message):
+        opt.step()
+    assert_unchanged(ps, opt, before)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_all_zero_grads_on_the_first_step_stay_finite(backend, family):
+    """v_bar = 0 on the first step: AdamS/AMSGradS apply no decay (never inf/NaN), AdaiS
+    takes v_hat / v_bar as 1; params equal the oracle's."""
+    from oracle import Oracle
+    ps = params(4)
+    opt = FAMILIES[family](ps, backend)
+    group = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+    kind = {"amsgrads": "adams"}.get(family, family)
+    oracle = Oracle(kind, [dict(params=ps, **{k: group[k] for k in group
+                                              if k in _ORACLE_KEYS[kind]})])
+    for p in ps:
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    oracle.step([p.grad for p in ps])
+    for p, e in zip(ps, oracle.params):
+        assert torch.isfinite(p).all()
+        assert torch.allclose(p.double(), e, rtol=1e-6, atol=0)
+    if family == "adams":  # default decay_power 0.5 and v_bar = 0: nothing moves at all
+        assert all(torch.equal(p.double(), e) for p, e in zip(ps, oracle.params))
+
+
+_ORACLE_KEYS = {
+    "adams": {"lr", "betas", "eps", "weight_decay", "amsgrad", "decay_power", "decay_eps",
+              "maximize"},
+    "sgds": {"lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"},
+    "adais": {"lr", "betas", "eps", "weight_decay", "maximize"},
+}

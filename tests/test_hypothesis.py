@@ -1,0 +1,96 @@
+"""Property test: random tensor lists, hyperparameters and grad patterns, every backend held to
+the oracle by the tolerance table."""
+from __future__ import annotations
+
+import os
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from problems import OPTIMIZERS, assert_matches_oracle
+from oracle import Oracle
+
+SIZES = st.one_of(st.sampled_from([1, 2, 3, 1023, 1024, 1025, 2047, 4097]),
+                  st.integers(1, 3000))
+SHAPES = st.one_of(SIZES.map(lambda n: (n,)),
+                   st.tuples(st.integers(1, 40), st.integers(1, 40)))
+
+
+@st.composite
+def hyperparameters(draw, kind):
+    hp = dict(lr=draw(st.sampled_from([1e-4, 1e-3, 1e-2, 5e-2])),
+              weight_decay=draw(st.sampled_from([0.0, 1e-3, 5e-2, 0.1])),
+              maximize=draw(st.booleans()))
+    if kind == "adams":
+        hp.update(betas=(draw(st.sampled_from([0.0, 0.5, 0.9])),
+                         draw(st.sampled_from([0.9, 0.99, 0.999]))),
+                  eps=draw(st.sampled_from([1e-8, 1e-6])), amsgrad=draw(st.booleans()),
+                  decay_power=draw(st.sampled_from([0.0, 0.25, 0.5, 1.0])),
+                  decay_eps=draw(st.sampled_from([0.0, 1e-8, 1e-3])))
+    elif kind == "sgds":
+        momentum = draw(st.sampled_from([0.0, 0.5, 0.9]))
+        nesterov = momentum > 0 and draw(st.booleans())
+        hp.update(momentum=momentum, nesterov=nesterov,
+                  dampening=0.0 if nesterov else draw(st.sampled_from([0.0, 0.3])))
+    else:
+        hp.update(betas=(draw(st.sampled_from([0.1, 0.5])),
+                         draw(st.sampled_from([0.9, 0.99]))),
+                  eps=draw(st.sampled_from([1e-3, 1e-2])))
+    return hp
+
+
+@st.composite
+def problems(draw):
+    kind = draw(st.sampled_from(sorted(OPTIMIZERS)))
+    shapes = draw(st.lists(SHAPES, min_size=1, max_size=4))
+    dtypes = [draw(st.sampled_from([torch.float32, torch.bfloat16])) for _ in shapes]
+    split = draw(st.integers(0, len(shapes) - 1))  # params[:split] in group 0, rest group 1
+    groups = [hp for hp in (draw(hyperparameters(kind)), draw(hyperparameters(kind)))]
+    steps = draw(st.integers(1, 6))
+    magnitude = draw(st.sampled_from([1e-3, 1e-1, 1.0, 1e2]))  # grads' overall scale
+    # per step and tensor: 0 no grad, 1 zero grad, 2 random grad (mostly random)
+    patterns = draw(st.lists(st.lists(st.sampled_from([0, 1, 2, 2, 2, 2]),
+                                      min_size=len(shapes), max_size=len(shapes)),
+                             min_size=steps, max_size=steps))
+    per_tensor = [draw(st.sampled_from([0.1, 1.0, 10.0])) for _ in shapes]
+    seed = draw(st.integers(0, 2 ** 16))
+    return kind, shapes, dtypes, split, groups, magnitude, patterns, per_tensor, seed
+
+
+class _Run:  # what assert_matches_oracle reads
+    def __init__(self, optimizer, oracle, params):
+        self.optimizer, self.oracle, self.params = optimizer, oracle, params
+
+
+# fewer examples under Triton's CPU interpreter, which runs programs one at a time
+EXAMPLES = 30 if os.environ.get("TRITON_INTERPRET") == "1" else 150
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=problems())
+def test_random_problems_match_oracle(backend, problem):
+    kind, shapes, dtypes, split, hps, magnitude, patterns, per_tensor, seed = problem
+    generator = torch.Generator().manual_seed(seed)
+    params = [torch.randn(s, generator=generator).to(d).requires_grad_()
+              for s, d in zip(shapes, dtypes)]
+    groups = [dict(params=params[:split], **hps[0]), dict(params=params[split:], **hps[1])]
+    groups = [g for g in groups if g["params"]]
+    optimizer = OPTIMIZERS[kind](groups, backend=backend)
+    half = [d if d != torch.float32 else None for d in dtypes]
+    oracle = Oracle(kind, groups, param_dtype=half, state_dtype=half)
+    for pattern in patterns:
+        grads = []
+        for p, what, scale in zip(params, pattern, per_tensor):
+            if what == 0:
+                grads.append(None)
+            elif what == 1:
+                grads.append(torch.zeros_like(p))
+            else:
+                g = torch.randn(p.shape, generator=generator) * (magnitude * scale)
+                grads.append(g.to(p.dtype))
+        for p, g in zip(params, grads):
+            p.grad = g
+        optimizer.step()
+        oracle.step(grads)
+    assert_matches_oracle(_Run(optimizer, oracle, params))

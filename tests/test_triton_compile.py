@@ -1,0 +1,193 @@
+"""Every Triton kernel variant compiles for a CUDA sm_90 GPU (H100/H200), checked without a GPU.
+
+The rest of the suite runs the triton backend in Triton's CPU interpreter, which executes
+code the GPU compiler may reject (and never runs ptxas). Here each variant of each kernel
+(storage dtypes, amsgrad, maximize, momentum/nesterov, optional inputs, aligned or not, the
+two-launch kernels and the one-launch step) is compiled to PTX and assembled by ptxas.
+
+Under ``TRITON_INTERPRET=1`` ``@triton.jit`` makes interpreted functions, which cannot be
+compiled, and the choice is made at import. So the compiling happens in a child Python
+process with that variable removed: this file, run as a script, compiles every variant and
+prints one JSON line of results, which the tests below read (the child runs once per session).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = ("cuda", 90, 32)  # backend, compute capability (sm_90), warp size
+
+# Storage dtypes of one bucket: (params, grads, state).
+DTYPE_SETS = {"fp32": ("float32",) * 3, "bf16": ("bfloat16",) * 3, "fp16": ("float16",) * 3,
+              "bf16-fp32state": ("bfloat16", "bfloat16", "float32")}
+SGD_MODES = {"plain": dict(HAS_MOMENTUM=False, NESTEROV=False),
+             "momentum": dict(HAS_MOMENTUM=True, NESTEROV=False),
+             "nesterov": dict(HAS_MOMENTUM=True, NESTEROV=True)}
+
+
+def optional_flags(on: bool) -> dict:
+    """Optional inputs and layout flags, all on or all off (variants alternate them, so every
+    kernel compiles both ways)."""
+    return dict(HAS_LR_TENSOR=on, HAS_GRAD_SCALE=on, HAS_FOUND_INF=on, MAXIMIZE=on, ALIGNED=on)
+
+
+def variants() -> dict[str, tuple[str, str, dict]]:
+    """id -> (module, kernel, constexpr flags) for every variant; dtypes by name here, tiles
+    added in the child. Kept importable without Triton so test ids exist everywhere."""
+    table = {}
+    for d, (dtype_name, (p, g, s)) in enumerate(DTYPE_SETS.items()):
+        dtypes = dict(P_DTYPE=p, G_DTYPE=g, S_DTYPE=s)
+        for a, amsgrad in enumerate((False, True)):
+            flags = dict(optional_flags((d + a) % 2 == 0), **dtypes, AMSGRAD=amsgrad)
+            name = f"{dtype_name}-{'amsgrad' if amsgrad else 'adam'}-{_flags_id(flags)}"
+            reduce_flags = {k: v for k, v in flags.items()
+                            if k not in ("HAS_LR_TENSOR", "MAXIMIZE", "P_DTYPE")}
+            table[f"adam_reduce-{name}"] = ("adam", "adam_reduce_kernel", reduce_flags)
+            table[f"adam_update-{name}"] = ("adam", "adam_update_kernel", flags)
+            table[f"adam_step_one_launch-{name}"] = ("adam", "adam_step_one_launch_kernel",
+                                                     flags)
+        flags = dict(optional_flags(d % 2 == 0), **dtypes)
+        table[f"adai_update-{dtype_name}-{_flags_id(flags)}"] = ("adai", "adai_update_kernel",
+                                                                  flags)
+        for m, (mode, mode_flags) in enumerate(SGD_MODES.items()):
+            flags = dict(optional_flags((d + m) % 2 == 0), **dtypes, **mode_flags)
+            table[f"sgd_update-{dtype_name}-{mode}-{_flags_id(flags)}"] = (
+                "sgd", "sgd_update_kernel", flags)
+    return table
+
+
+def _flags_id(flags: dict) -> str:
+    return "optional-on" if flags["ALIGNED"] else "optional-off"
+
+
+# ------------------------------------------------------------------ the child process ------
+
+# Kernel arguments that are pointers, by name (everything else is an int or an fp32 scalar).
+POINTER_TYPES = {"table": "*i64", "chunk_tensor": "*i32", "chunk_start": "*i64",
+                 "numels": "*i64", "first_chunk": "*i32", "partials": "*fp64",
+                 "counter": "*i32", "counters": "*i32", "accum": "*fp64"}
+# Optional input tensors: fp32 when given, else the launcher passes a dummy (accum, fp64).
+OPTIONAL_POINTERS = {"lr_tensor": "HAS_LR_TENSOR", "grad_scale": "HAS_GRAD_SCALE",
+                     "found_inf": "HAS_FOUND_INF"}
+INT_TYPES = {"n_tensors": "i32", "n_chunks": "i32", "total_numel": "i64"}
+
+
+def compile_variant(module_name: str, kernel_name: str, flags: dict) -> dict:
+    """Compile one variant for TARGET; its PTX's global load/store counts on success."""
+    import importlib
+
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+
+    from swd_kernels.backends.triton import adam, tables
+
+    module = importlib.import_module(f"swd_kernels.backends.triton.{module_name}")
+    kernel = getattr(module, kernel_name)
+    unknown = set(flags) - set(kernel.arg_names)
+    assert not unknown, f"{kernel_name} has no parameters {sorted(unknown)}"
+    constexprs = {k: getattr(tl, v) if k.endswith("_DTYPE") else v for k, v in flags.items()}
+    tiles = dict(CHUNK=tables.CHUNK, BLOCK=tables.BLOCK, TENSOR_TILE=tables.TENSOR_TILE,
+                 PARTIAL_TILE=tables.PARTIAL_TILE, ARRIVE=tables.BARRIER_ARRIVE,
+                 RELEASE=tables.BARRIER_RELEASE, DONE=tables.STEP_DONE)
+    constexprs.update({k: v for k, v in tiles.items() if k in kernel.arg_names})
+    signature = {}
+    for name in kernel.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name in OPTIONAL_POINTERS:
+            signature[name] = "*fp32" if flags[OPTIONAL_POINTERS[name]] else "*fp64"
+        else:
+            signature[name] = POINTER_TYPES.get(name) or INT_TYPES.get(name) or "fp32"
+    options = {}
+    if kernel_name == "adam_step_one_launch_kernel" and adam._cooperative_launch_supported():
+        options["launch_cooperative_grid"] = True  # as adam_step_one_launch launches it
+    source = triton.compiler.ASTSource(
+        fn=kernel, signature=signature,
+        constexprs={(kernel.arg_names.index(k),): v for k, v in constexprs.items()})
+    compiled = triton.compile(source, target=GPUTarget(*TARGET), options=options)
+    ptx = compiled.asm["ptx"]
+    if not compiled.asm.get("cubin"):
+        raise RuntimeError("ptxas produced no cubin")
+    return {"ld_global_v4": ptx.count("ld.global.v4"), "ld_global": ptx.count("ld.global"),
+            "st_global": ptx.count("st.global")}
+
+
+def missing_toolchain() -> str | None:
+    """Why this Triton cannot compile for TARGET here, or None."""
+    try:
+        import triton
+        from triton.backends.compiler import GPUTarget  # noqa: F401
+        triton.compiler.ASTSource  # noqa: B018
+    except (ImportError, AttributeError) as error:
+        return f"the installed Triton lacks the ahead-of-time compile API: {error}"
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+    except ImportError:
+        return None  # cannot ask: let the compiles say
+    try:
+        try:
+            get_ptxas(TARGET[1])
+        except TypeError:  # older Tritons take no arch
+            get_ptxas()
+    except Exception as error:  # noqa: BLE001 (whatever Triton raises for a missing tool)
+        return f"ptxas, which compiling for sm_90 needs, is missing: {error}"
+    return None
+
+
+def child_main() -> None:
+    reason = missing_toolchain()
+    results = {"skip": reason, "variants": {}}
+    if reason is None:
+        for variant_id, (module_name, kernel_name, flags) in variants().items():
+            try:
+                results["variants"][variant_id] = {
+                    "ok": True, **compile_variant(module_name, kernel_name, flags)}
+            except Exception as error:  # noqa: BLE001 (reported per variant by the tests)
+                results["variants"][variant_id] = {
+                    "ok": False, "error": f"{type(error).__name__}: {error}"[-4000:]}
+    print(json.dumps(results))
+
+
+# ------------------------------------------------------------------ the tests --------------
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict:
+    pytest.importorskip("triton", reason="the triton backend needs Triton installed")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+    # a fresh cache: every variant really goes through the compiler and ptxas
+    env["TRITON_CACHE_DIR"] = str(tmp_path_factory.mktemp("triton_cache"))
+    child = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0, f"the compile process failed:\n{child.stderr[-6000:]}"
+    results = json.loads(child.stdout.strip().splitlines()[-1])
+    if results["skip"]:
+        pytest.skip(results["skip"])
+    return results["variants"]
+
+
+@pytest.mark.parametrize("variant_id", list(variants()))
+def test_kernel_compiles_for_sm90(compiled, variant_id):
+    result = compiled[variant_id]
+    assert result["ok"], f"{variant_id} does not compile for sm_90:\n{result['error']}"
+    assert result["ld_global"] > 0 and result["st_global"] > 0
+
+
+@pytest.mark.parametrize("variant_id", [v for v in variants()
+                                        if v.startswith("adam_update-fp32") and "-on" in v])
+def test_aligned_fp32_update_loads_16_bytes_at_a_time(compiled, variant_id):
+    """ALIGNED (every tensor 16-byte aligned) must let the compiler emit 128-bit loads: the
+    update is memory-bound, and scalar loads would cost bandwidth."""
+    assert compiled[variant_id]["ld_global_v4"] > 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, REPO)
+    child_main()
+    sys.exit(0)

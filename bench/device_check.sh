@@ -45,7 +45,7 @@ python -c "import swd_kernels, torch; print('backends on cuda:', swd_kernels.ava
 
 # CUDA tests (tests/test_cuda.py where it exists) and every test marked cuda (Triton on GPU)
 if [ -f tests/test_cuda.py ]; then
-  stage test_cuda 50 python -m pytest tests/test_cuda.py -q -x -p no:cacheprovider
+  stage test_cuda 90 python -m pytest tests/test_cuda.py -q -p no:cacheprovider --durations=10
 fi
 stage test_marked 50 python -m pytest tests -q -m cuda -p no:cacheprovider \
   --ignore=tests/test_cuda.py

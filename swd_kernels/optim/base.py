@@ -79,8 +79,6 @@ class SWDOptimizer(torch.optim.Optimizer):
 
     # GradScaler hands over grad_scale and found_inf and skips its own unscale and sync.
     _step_supports_amp_scaling = True
-    # state keys of float tensors shaped like the param, and which optional ones apply
-    _state_keys: tuple[str, ...] = ()
 
     def __init__(self, params, defaults: dict, backend: str = "auto", state_dtype=None):
         backends.validate_request(backend)
@@ -123,7 +121,6 @@ class SWDOptimizer(torch.optim.Optimizer):
 
     def _check_grads(self) -> None:
         for index, group in enumerate(self.param_groups):
-            self._validate_group(group)
             for p in group["params"]:
                 g = p.grad
                 if g is None:
@@ -165,7 +162,8 @@ class SWDOptimizer(torch.optim.Optimizer):
         return 0.0
 
     def _active_state_keys(self, group: dict) -> tuple[str, ...]:
-        return self._state_keys
+        """The keys of the param-shaped state tensors ``group``'s options call for."""
+        raise NotImplementedError
 
     def _buckets(self) -> list[Bucket]:
         """Group every param with a grad into buckets, creating missing state (after all

@@ -1,9 +1,10 @@
 """CPU check of issue 3: AdamS(backend='native').step() against torch.optim.AdamW(fused=True)
 .step() on the same parameters, in one process, 2 threads, time.perf_counter medians.
 
-Tensor list: GPT-2 124M's 148 tensors (shared/workloads/gpt2_124m.json) with the hidden size
+Tensor list: GPT-2 124M's 148 tensors (bench/workloads/gpt2_124m.json) with the hidden size
 768 -> 384 (2304 -> 1152, 3072 -> 1536) and the vocabulary 50257 -> 8192: 24.7M fp32 params.
-The two optimizers' steps are interleaved so background load hits both alike.
+The two optimizers' steps are interleaved so background load hits both alike. The figures go
+to stdout and to bench/results/cpu_native_check-<date>.json (with device, versions, commit).
 
     python bench/cpu_native_check.py [--steps 30] [--threads 2]
 """
@@ -17,19 +18,22 @@ import time
 
 import torch
 
-import swd_kernels
+import datetime
+import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-WORKLOAD = os.path.join(HERE, "..", "..", "shared", "workloads", "gpt2_124m.json")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run as a script: make `bench` importable
+    sys.path.insert(0, ROOT)
+
+import swd_kernels  # noqa: E402
+from bench.run import device_meta  # noqa: E402
+from bench.shapes import from_json  # noqa: E402
+
 SCALE = {768: 384, 2304: 1152, 3072: 1536, 50257: 8192}
 
 
-def gpt2_small_shapes(path: str = WORKLOAD) -> list[tuple[int, ...]]:
-    if not os.path.exists(path):
-        path = "/work/shared/workloads/gpt2_124m.json"
-    with open(path) as f:
-        tensors = json.load(f)["tensors"][:148]
-    return [tuple(SCALE.get(d, d) for d in t["shape"]) for t in tensors]
+def gpt2_small_shapes() -> list[tuple[int, ...]]:
+    return [tuple(SCALE.get(d, d) for d in shape) for shape in from_json("gpt2_124m").shapes]
 
 
 def make_params(shapes, seed: int) -> list[torch.Tensor]:
@@ -81,6 +85,17 @@ def main() -> None:
     # loaded machine the medians diverge; the fastest steps show the unloaded ratio.
     print(f"ratio of fastest steps {min(t_adams) / min(t_adamw):7.3f}  "
           f"({min(t_adams) * 1e3:.2f} / {min(t_adamw) * 1e3:.2f} ms)")
+
+    result = dict(meta=device_meta(torch.device("cpu")), tensors=len(shapes), params=numel,
+                  threads=args.threads, steps=args.steps, adamw_fused_ms=ms_adamw,
+                  adams_native_ms=ms_adams, ratio=ms_adams / ms_adamw,
+                  ratio_fastest=min(t_adams) / min(t_adamw),
+                  date=datetime.datetime.now(datetime.timezone.utc).isoformat())
+    out = os.path.join(ROOT, "bench", "results",
+                       f"cpu_native_check-{datetime.date.today().isoformat()}.json")
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -195,8 +195,13 @@ def test_two_runs_are_bitwise_identical(cuda_backend, kind, options, dtype):
     assert_bitwise_equal(*results)
 
 
+@pytest.mark.parametrize("dtype, state_dtype", [
+    pytest.param(torch.float32, None, id="fp32"),
+    # 16-bit params with 32-bit state: packs of 8 elements, 16 bytes of param, 32 of state
+    pytest.param(torch.bfloat16, torch.float32, id="bf16-fp32_state")])
 @pytest.mark.parametrize("amsgrad", [False, True], ids=["adams", "amsgrads"])
-def test_native_single_launch_equals_reduce_then_update(amsgrad, monkeypatch):
+def test_native_single_launch_equals_reduce_then_update(amsgrad, dtype, state_dtype,
+                                                        monkeypatch):
     """adam_step's cooperative launch and its fallback (adam_reduce + adam_update) share their
     device code and summation order: the same bits."""
     if "native" not in CUDA_BACKENDS:
@@ -205,10 +210,79 @@ def test_native_single_launch_equals_reduce_then_update(amsgrad, monkeypatch):
     for cooperative in (True, False):
         if not cooperative:
             monkeypatch.setenv("SWD_KERNELS_NO_COOPERATIVE", "1")
-        run = CudaRun("adams", BIG_GROUP, "native", seed=16, with_oracle=False,
-                      amsgrad=amsgrad).steps(3)
+        run = CudaRun("adams", BIG_GROUP, "native", dtype=dtype, state_dtype=state_dtype,
+                      seed=16, with_oracle=False, amsgrad=amsgrad).steps(3)
         results.append(snapshot(run.optimizer, run.params))
     assert_bitwise_equal(*results)
+
+
+# ----- layouts the kernels special-case: empty tensors, unaligned data, float64 -------------
+
+EDGE_KINDS = [pytest.param("adams", dict(), id="adams"),
+              pytest.param("adams", dict(amsgrad=True), id="amsgrads"),
+              pytest.param("sgds", dict(momentum=0.9), id="sgds-momentum"),
+              pytest.param("adais", dict(), id="adais")]
+EDGE_SIZES = (5000, 0, 4097, 1, 2 ** 16 + 3)
+
+
+def _edge_run(kind, options, dtype, unaligned, backend="native", steps=3):
+    """Params (one of them empty) and grads of fixed random values, in one bucket; with
+    `unaligned`, params and grads sit one element into their storage, so no 16-byte pack
+    load fits them and the kernels take their element-wise path."""
+    generator = torch.Generator(device="cuda").manual_seed(5)
+
+    def place(values):
+        if not unaligned:
+            return values.clone()
+        storage = torch.empty(values.numel() + 1, dtype=dtype, device="cuda")
+        return storage[1:].copy_(values)
+
+    values = [torch.randn(n, device="cuda", generator=generator).to(dtype) for n in EDGE_SIZES]
+    grads = [[torch.randn(n, device="cuda", generator=generator).to(dtype) for n in EDGE_SIZES]
+             for _ in range(steps)]
+    params = [place(v).requires_grad_() for v in values]
+    optimizer = OPTIMIZERS[kind](params, lr=1e-2, weight_decay=0.1, backend=backend, **options)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = place(g)
+        optimizer.step()
+    return optimizer, params
+
+
+@pytest.mark.parametrize("cooperative", [True, False], ids=["cooperative", "two_ops"])
+@pytest.mark.parametrize("kind, options", EDGE_KINDS)
+def test_unaligned_tensors_equal_aligned_bitwise(kind, options, cooperative, monkeypatch):
+    """The element-wise path (data not 16-byte aligned) sums and updates in the same order as
+    the pack loads: the same bits. A 0-element tensor in the bucket owns no chunk but still
+    counts its step."""
+    if "native" not in CUDA_BACKENDS:
+        pytest.skip("native CUDA kernels not built")
+    if not cooperative:
+        monkeypatch.setenv("SWD_KERNELS_NO_COOPERATIVE", "1")
+    results = []
+    for unaligned in (False, True):
+        optimizer, params = _edge_run(kind, options, torch.float32, unaligned)
+        assert params[0].data_ptr() % 16 == (4 if unaligned else 0)
+        results.append(snapshot(optimizer, params))
+        assert all(optimizer.state[p]["step"].item() == 3 for p in params)
+    assert_bitwise_equal(*results)
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"),
+                                   pytest.param(torch.float64, id="fp64")])
+@pytest.mark.parametrize("kind, options", EDGE_KINDS)
+def test_native_matches_torch_backend_with_empty_tensor(kind, options, dtype):
+    """The native kernels next to the reference backend on the same GPU (both fp32 math),
+    with a 0-element param in the bucket, and float64 params (native on CUDA only)."""
+    if "native" not in CUDA_BACKENDS:
+        pytest.skip("native CUDA kernels not built")
+    native, native_params = _edge_run(kind, options, dtype, unaligned=False)
+    torch_, torch_params = _edge_run(kind, options, dtype, unaligned=False, backend="torch")
+    for i, (p, q) in enumerate(zip(native_params, torch_params)):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=f"param #{i}")
+        for key, value in torch_.state[q].items():
+            torch.testing.assert_close(native.state[p][key], value, rtol=1e-5, atol=1e-6,
+                                       msg=f"param #{i} state {key!r}")
 
 
 # ----- no host synchronisation, CUDA graphs -------------------------------------------------

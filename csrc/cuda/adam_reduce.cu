@@ -70,14 +70,14 @@ void adam_reduce(at::TensorList grads, at::TensorList exp_avg_sqs,
                  const OptionalTensor& grad_scale, const OptionalTensor& found_inf) {
   const char* op = "swd_native::adam_reduce (CUDA)";
   if (grads.empty()) return;
-  const c10::cuda::CUDAGuard guard(grads[0].device());
+  const at::Device device = cuda_device_of(grads, op, "grads");
+  const c10::cuda::CUDAGuard guard(device);
   std::vector<NamedList> states;
   if (amsgrad) {
     states = {{exp_avg_sqs, "exp_avg_sqs"}, {max_exp_avg_sqs, "max_exp_avg_sqs"}};
   }
   const at::ScalarType state_dtype =
       check_bucket(op, {grads, "grads"}, {}, states, state_steps);
-  const at::Device device = grads[0].device();
   check_accum(accum, device, op);
   if (!amsgrad) {
     check_count(v_sums, grads.size(), op, "v_sums");

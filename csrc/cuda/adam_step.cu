@@ -137,8 +137,8 @@ void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_a
                const OptionalTensor& found_inf) {
   const char* op = "swd_native::adam_step (CUDA)";
   if (params.empty()) return;
-  const c10::cuda::CUDAGuard guard(params[0].device());
-  const at::Device device = params[0].device();
+  const at::Device device = cuda_device_of(params, op, "params");
+  const c10::cuda::CUDAGuard guard(device);
   auto two_ops = [&] {
     adam_reduce(grads, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums, accum, beta2,
                 amsgrad, grad_scale, found_inf);

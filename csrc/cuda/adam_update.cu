@@ -17,12 +17,12 @@ void adam_update(at::TensorList params, at::TensorList grads, at::TensorList exp
                  const OptionalTensor& found_inf) {
   const char* op = "swd_native::adam_update (CUDA)";
   if (params.empty()) return;
-  const c10::cuda::CUDAGuard guard(params[0].device());
+  const at::Device device = cuda_device_of(params, op, "params");
+  const c10::cuda::CUDAGuard guard(device);
   std::vector<NamedList> states = {{exp_avgs, "exp_avgs"}, {exp_avg_sqs, "exp_avg_sqs"}};
   if (amsgrad) states.push_back({max_exp_avg_sqs, "max_exp_avg_sqs"});
   const at::ScalarType state_dtype =
       check_bucket(op, {params, "params"}, {{grads, "grads"}}, states, state_steps);
-  const at::Device device = params[0].device();
   check_accum(accum, device, op);
   const at::Tensor lr_value = device_lr(lr_tensor, device, op);
   const at::Tensor scale = device_scalar(grad_scale, at::kFloat, device, op, "grad_scale");

@@ -86,11 +86,12 @@ const T* pointer_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
-// Params and states must share a device with the accumulator and be CUDA tensors.
-inline void check_cuda_device(const at::Tensor& t, const at::Device& device, const char* op,
-                              const char* name) {
-  TORCH_CHECK(t.is_cuda() && t.device() == device, op, ": ", name, " is on ", t.device(),
-              ", expected ", device);
+// The device of a call: that of list[0], which must be a CUDA tensor. Checked before the
+// device guard is set, which would otherwise fail with a message naming no argument.
+inline at::Device cuda_device_of(at::TensorList list, const char* op, const char* name) {
+  TORCH_CHECK(list[0].is_cuda(), op, ": ", name, "[0] is on ", list[0].device(),
+              ", expected a CUDA device; all tensors of one call must be on one GPU");
+  return list[0].device();
 }
 
 // ---------------------------------------------------------------- dtype dispatch ---------

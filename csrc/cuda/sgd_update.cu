@@ -14,13 +14,13 @@ void sgd_update(at::TensorList params, at::TensorList grads, at::TensorList mome
                 const OptionalTensor& found_inf) {
   const char* op = "swd_native::sgd_update (CUDA)";
   if (params.empty()) return;
-  const c10::cuda::CUDAGuard guard(params[0].device());
+  const at::Device device = cuda_device_of(params, op, "params");
+  const c10::cuda::CUDAGuard guard(device);
   const bool with_momentum = momentum != 0.0;
   std::vector<NamedList> states;
   if (with_momentum) states.push_back({momentum_buffers, "momentum_buffers"});
   const at::ScalarType state_dtype =
       check_bucket(op, {params, "params"}, {{grads, "grads"}}, states, state_steps);
-  const at::Device device = params[0].device();
   const at::Tensor lr_value = device_lr(lr_tensor, device, op);
   const at::Tensor scale = device_scalar(grad_scale, at::kFloat, device, op, "grad_scale");
   const at::Tensor inf = device_scalar(found_inf, at::kFloat, device, op, "found_inf");

@@ -17,28 +17,29 @@ def _module(name: str):
     return importlib.import_module(f"{__name__}.{_MODULES[name]}")
 
 
-def unavailable_reason(name: str, device, dtype: torch.dtype | None = None) -> str | None:
-    """Why backend ``name`` cannot run on ``device`` (for params of ``dtype``, if given), or
-    None when it can. A backend module may list its dtypes in ``supported_dtypes(device)``."""
+def unavailable_reason(name: str, device, dtype: torch.dtype | None = None,
+                       state_dtype: torch.dtype | None = None) -> str | None:
+    """Why backend ``name`` cannot run on ``device`` (for params of ``dtype`` with states of
+    ``state_dtype``, if given), or None when it can. A backend module may refuse dtypes in
+    ``unsupported_dtypes(device, dtype, state_dtype) -> reason | None``."""
     try:
         module = _module(name)
     except ImportError as error:  # e.g. triton not installed
         return f"importing it failed: {error}"
     device = torch.device(device)
     reason = module.unavailable_reason(device)
-    supported = getattr(module, "supported_dtypes", None)
-    if reason is None and dtype is not None and supported is not None:
-        dtypes = supported(device)
-        if dtype not in dtypes:
-            names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
-            reason = f"it handles {names} params, not {str(dtype).replace('torch.', '')}"
+    check = getattr(module, "unsupported_dtypes", None)
+    if reason is None and dtype is not None and check is not None:
+        reason = check(device, dtype, state_dtype or dtype)
     return reason
 
 
-def available_backends(device="cpu", dtype: torch.dtype | None = None) -> list[str]:
-    """The backends usable for ``device`` (and params of ``dtype``), fastest first: the order
-    ``"auto"`` tries."""
-    return [name for name in BACKEND_NAMES if unavailable_reason(name, device, dtype) is None]
+def available_backends(device="cpu", dtype: torch.dtype | None = None,
+                       state_dtype: torch.dtype | None = None) -> list[str]:
+    """The backends usable for ``device`` (and params of ``dtype`` with states of
+    ``state_dtype``), fastest first: the order ``"auto"`` tries."""
+    return [name for name in BACKEND_NAMES
+            if unavailable_reason(name, device, dtype, state_dtype) is None]
 
 
 def validate_request(backend: str) -> str:
@@ -52,16 +53,34 @@ def validate_request(backend: str) -> str:
     return requested
 
 
-def resolve(backend: str, device, dtype: torch.dtype | None = None) -> str:
-    """The backend that runs ``device``'s tensors (of ``dtype``) for a request; the
-    environment override wins over the argument."""
+def resolve(backend: str, device, dtype: torch.dtype | None = None,
+            state_dtype: torch.dtype | None = None) -> str:
+    """The backend that runs ``device``'s tensors (params of ``dtype``, states of
+    ``state_dtype``) for a request; the environment override wins over the argument."""
     requested = validate_request(backend)
     device = torch.device(device)
-    if requested == "auto":
-        return available_backends(device, dtype)[0]  # "torch" handles every dtype
-    reason = unavailable_reason(requested, device, dtype)
+    if requested == "auto":  # "torch" handles every dtype
+        return available_backends(device, dtype, state_dtype)[0]
+    reason = unavailable_reason(requested, device, dtype, state_dtype)
     if reason is not None:
         raise RuntimeError(
             f"backend={requested!r} is not available on {device}: {reason}. Available there: "
-            f"{available_backends(device, dtype)}; use backend='auto' to pick the fastest.")
+            f"{available_backends(device, dtype, state_dtype)}; use backend='auto' to pick "
+            f"the fastest.")
     return requested
+
+
+def dtype_reason(dtype: torch.dtype, state_dtype: torch.dtype, params: set,
+                 states_beside: set) -> str | None:
+    """The usual kernel rule: params of a dtype in ``params``; states in the param dtype, or
+    in one of ``states_beside``."""
+    def name(d):
+        return str(d).replace("torch.", "")
+    if dtype not in params:
+        return (f"it handles {', '.join(sorted(map(name, params)))} params, "
+                f"not {name(dtype)}")
+    if state_dtype != dtype and state_dtype not in states_beside:
+        return (f"it keeps states in the param dtype or "
+                f"{', '.join(sorted(map(name, states_beside)))}, not {name(state_dtype)} "
+                f"beside {name(dtype)} params")
+    return None

@@ -312,16 +312,18 @@ class SWDOptimizer(torch.optim.Optimizer):
         return None, float(lr)
 
     def _op(self, bucket: Bucket, name: str):
-        """The op ``name`` of the backend that runs the bucket's device and dtype."""
+        """The op ``name`` of the backend that runs the bucket's device and dtypes."""
         return ops.get(self._backend_for(bucket.device, bucket.dtype), name)
 
     def _backend_for(self, device, dtype) -> str:
-        """Resolved once per (device, dtype), and again if ``SWD_KERNELS_BACKEND`` changes;
-        under ``"auto"`` a dtype the fast backends lack (float64 on CPU) falls to the next."""
+        """Resolved once per (device, param dtype), and again if ``SWD_KERNELS_BACKEND``
+        changes; under ``"auto"`` dtypes the fast backends lack (float64 params on CPU, bf16
+        state beside fp32 params on CUDA) fall to the next backend."""
         key = (device, dtype, os.environ.get(backends.ENV_VAR))
         backend = self._resolved.get(key)
         if backend is None:
-            backend = self._resolved[key] = backends.resolve(self.backend, device, dtype)
+            backend = self._resolved[key] = backends.resolve(
+                self.backend, device, dtype, self.state_dtype or dtype)
         return backend
 
     @torch.no_grad()

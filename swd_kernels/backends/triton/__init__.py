@@ -12,6 +12,7 @@ import torch
 import triton  # noqa: F401  (an ImportError here marks the backend unavailable)
 
 from ... import ops
+from .. import dtype_reason
 from . import adai, adam, sgd
 
 NAME = "triton"
@@ -24,8 +25,10 @@ for _name, _fn in (("adam_reduce", adam.adam_reduce), ("adam_update", adam.adam_
         _lib.impl(_name, _fn, _key)
 
 
-def supported_dtypes(device: torch.device) -> set[torch.dtype]:
-    return {torch.float32, torch.bfloat16, torch.float16}
+def unsupported_dtypes(device: torch.device, dtype, state_dtype) -> str | None:
+    """fp32/bf16/fp16 params, states in the param dtype or fp32."""
+    return dtype_reason(dtype, state_dtype, {torch.float32, torch.bfloat16, torch.float16},
+                        {torch.float32})
 
 
 def kernels_interpreted() -> bool:

@@ -28,7 +28,7 @@ def adai_block(p_ptr, g_ptr, m_ptr, v_ptr, prod_ptr, offs, mask, unscale, decay,
                MAXIMIZE: tl.constexpr,
                P_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr):
     p = tl.load(p_ptr + offs, mask=mask, other=0).to(tl.float32)
-    g = tl.load(g_ptr + offs, mask=mask, other=0).to(tl.float32) / unscale
+    g = tl.div_rn(tl.load(g_ptr + offs, mask=mask, other=0).to(tl.float32), unscale)
     if MAXIMIZE:
         g = -g
     m = tl.load(m_ptr + offs, mask=mask, other=0).to(tl.float32)
@@ -116,7 +116,8 @@ def adai_update(params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps, 
     check_device(accum.device, lr_tensor=lr_tensor, grad_scale=grad_scale, found_inf=found_inf)
     layout = tables.layout_for(grads)
     table, aligned = tables.pointer_table(
-        layout, [params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps])
+        layout, [params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps],
+        element_rows=ROW_STEP.value)
     state_dtype = list_dtype(exp_avg_sqs, "exp_avg_sqs")
     for name, tensors in (("exp_avgs", exp_avgs), ("beta1_prods", beta1_prods)):
         if list_dtype(tensors, name) != state_dtype:

@@ -41,7 +41,7 @@ ROW_VSUM = tl.constexpr(6)
 @triton.jit
 def partial_block(g_ptr, v_ptr, vmax_ptr, offs, mask, unscale, beta2, one_minus_beta2,
                   AMSGRAD: tl.constexpr):
-    g = tl.load(g_ptr + offs, mask=mask, other=0).to(tl.float32) / unscale
+    g = tl.div_rn(tl.load(g_ptr + offs, mask=mask, other=0).to(tl.float32), unscale)
     if AMSGRAD:
         v = tl.load(v_ptr + offs, mask=mask, other=0).to(tl.float32)
         vmax = tl.load(vmax_ptr + offs, mask=mask, other=0).to(tl.float32)
@@ -153,7 +153,7 @@ def adam_block(p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, offs, mask, unscale, decay,
                sqrt_bc2, one_minus_beta1, beta2, one_minus_beta2, eps, AMSGRAD: tl.constexpr,
                MAXIMIZE: tl.constexpr, P_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr):
     p = tl.load(p_ptr + offs, mask=mask, other=0).to(tl.float32)
-    g = tl.load(g_ptr + offs, mask=mask, other=0).to(tl.float32) / unscale
+    g = tl.div_rn(tl.load(g_ptr + offs, mask=mask, other=0).to(tl.float32), unscale)
     if MAXIMIZE:
         g = -g
     m = tl.load(m_ptr + offs, mask=mask, other=0).to(tl.float32)
@@ -313,7 +313,7 @@ class AdamCall:
         rows = [params, grads, exp_avgs, exp_avg_sqs,
                 max_exp_avg_sqs if amsgrad else [], state_steps,
                 [] if amsgrad else v_sums]
-        self.table, aligned = tables.pointer_table(self.layout, rows)
+        self.table, aligned = tables.pointer_table(self.layout, rows, element_rows=ROW_STEP.value)
         check_device(accum.device, lr_tensor=lr_tensor, grad_scale=grad_scale,
                      found_inf=found_inf)
         state_dtype = list_dtype(exp_avg_sqs, "exp_avg_sqs")

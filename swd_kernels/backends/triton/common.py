@@ -7,6 +7,8 @@ recompile); only structure (dtypes, flags such as amsgrad, tile sizes) is conste
 """
 from __future__ import annotations
 
+import struct
+
 import torch
 import triton
 import triton.language as tl
@@ -15,10 +17,13 @@ TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16,
              torch.bfloat16: tl.bfloat16, torch.float64: tl.float64}
 
 
+_FLOAT32 = struct.Struct("f")
+
+
 def split_double(x: float) -> tuple[float, float]:
     """``x`` as two fp32 kernel arguments whose sum keeps ~48 bits (Triton passes Python
     floats as fp32); the kernel rebuilds the double with ``as_double(hi, lo)``."""
-    hi = float(torch.tensor(x, dtype=torch.float32))
+    hi = _FLOAT32.unpack(_FLOAT32.pack(x))[0]  # x rounded to the nearest fp32
     return hi, float(x - hi)
 
 

@@ -25,7 +25,7 @@ def sgd_block(p_ptr, g_ptr, buf_ptr, offs, mask, first, unscale, decay, lr32, mo
               one_minus_dampening, HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
               MAXIMIZE: tl.constexpr, P_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr):
     p = tl.load(p_ptr + offs, mask=mask, other=0).to(tl.float32)
-    g = tl.load(g_ptr + offs, mask=mask, other=0).to(tl.float32) / unscale
+    g = tl.div_rn(tl.load(g_ptr + offs, mask=mask, other=0).to(tl.float32), unscale)
     if MAXIMIZE:
         g = -g
     # rules.h sgd_element
@@ -99,7 +99,8 @@ def sgd_update(params, grads, momentum_buffers, state_steps, lr_tensor, lr, mome
                          f"{len(momentum_buffers)} for {len(params)} params")
     layout = tables.layout_for(grads)
     table, aligned = tables.pointer_table(
-        layout, [params, grads, momentum_buffers if has_momentum else [], state_steps])
+        layout, [params, grads, momentum_buffers if has_momentum else [], state_steps],
+        element_rows=ROW_STEP.value)
     momentum_hi, momentum_lo = split_double(momentum)
     dampening_hi, dampening_lo = split_double(dampening)
     dummy = state_steps[0]  # stands in for absent optional tensors; never read

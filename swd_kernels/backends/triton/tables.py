@@ -20,11 +20,17 @@ import torch
 CHUNK = 65536
 # Elements one loop iteration of a program loads per tensor.
 BLOCK = 1024
-# Tensors and chunk partials per tile in the reduction's final pass.
-TENSOR_TILE = 32
-PARTIAL_TILE = 256
-# Pointer tables kept per layout (one per distinct set of addresses seen recently).
-TABLES_PER_LAYOUT = 8
+# Tensors and chunk partials per tile in the reduction's final pass. Its float64 tile
+# [TENSOR_TILE, PARTIAL_TILE] lives in registers, and the whole reduce kernel is compiled for
+# the register count of its largest part: 32 x 256 took 236 registers a thread on sm_90 (2
+# programs per SM, too few loads in flight to stream grads at full bandwidth); 16 x 64 takes
+# ~92 (5 per SM). Check with `cuobjdump --dump-resource-usage` on the cached cubin.
+TENSOR_TILE = 16
+PARTIAL_TILE = 64
+# Pointer tables kept per layout (one per distinct set of addresses seen recently). Each step
+# uses two per bucket (reduce, update), and buckets of equal element counts share a layout: too
+# few would rebuild (and copy to the device) every table every step.
+TABLES_PER_LAYOUT = 32
 # Counter slots in a layout's workspace (int32, zero between launches).
 REDUCE_COUNTER, UPDATE_COUNTER, BARRIER_ARRIVE, BARRIER_RELEASE, STEP_DONE = range(5)
 
@@ -73,7 +79,7 @@ def _not_cached_error(what: str) -> RuntimeError:
 def layout_for(tensors: list[torch.Tensor]) -> Layout:
     """The cached chunk layout of a list of tensors (by element counts and device)."""
     device = tensors[0].device
-    numels = tuple(t.numel() for t in tensors)
+    numels = tuple(map(torch.Tensor.numel, tensors))
     key = (device, numels, CHUNK)
     layout = _layouts.get(key)
     if layout is not None:
@@ -100,12 +106,15 @@ def layout_for(tensors: list[torch.Tensor]) -> Layout:
     return layout
 
 
-def pointer_table(layout: Layout, lists: list[list[torch.Tensor]]) -> tuple[torch.Tensor, bool]:
+def pointer_table(layout: Layout, lists: list[list[torch.Tensor]],
+                  element_rows: int) -> tuple[torch.Tensor, bool]:
     """The device table of addresses, one row per list (an empty list gives a row of zeros,
-    never dereferenced), and whether every address is 16-byte aligned (lets the compiler
-    vectorize loads)."""
+    never dereferenced), and whether every address of the first ``element_rows`` lists (those
+    walked element by element; the rest are 0-dim step counts and sums) is 16-byte aligned
+    (lets the compiler vectorize loads)."""
     n = layout.n_tensors
-    key = tuple(tuple(t.data_ptr() for t in tensors) for tensors in lists)
+    data_ptr = torch.Tensor.data_ptr
+    key = tuple(tuple(map(data_ptr, tensors)) for tensors in lists)
     entry = layout.tables.get(key)
     device = layout.partials.device
     if entry is None:
@@ -113,7 +122,7 @@ def pointer_table(layout: Layout, lists: list[list[torch.Tensor]]) -> tuple[torc
             raise _not_cached_error("pointer table")
         rows = [list(addresses) if addresses else [0] * n for addresses in key]
         flat = [a for row in rows for a in row]
-        aligned = all(a % 16 == 0 for a in flat)
+        aligned = all(a % 16 == 0 for row in rows[:element_rows] for a in row)
         entry = (_to_device(flat, torch.int64, device), aligned)
         layout.tables[key] = entry
         stats["tables_built"] += 1

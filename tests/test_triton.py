@@ -375,3 +375,32 @@ def test_pointer_table_is_cached_and_rebuilt_when_grads_move():
     opt.step()
     assert tables.stats["tables_built"] > built
     assert not torch.equal(params[1].detach(), before)
+
+
+def test_vectorizing_alignment_is_judged_on_the_element_lists_only():
+    """0-dim step counts are read one value at a time: packed ones (4-byte offsets into one
+    buffer) must not turn off the 16-byte vector loads of the params, grads and states."""
+    tensors = [torch.randn(64), torch.randn(100)]
+    packed_steps = list(torch.zeros(2).unbind())  # the second sits 4 bytes into the buffer
+    layout = tables.layout_for(tensors)
+    _, aligned = tables.pointer_table(layout, [tensors, packed_steps], element_rows=1)
+    assert aligned
+    shifted = torch.randn(101)[1:]  # 4 bytes past an aligned start
+    _, aligned = tables.pointer_table(tables.layout_for([tensors[0], shifted]),
+                                      [[tensors[0], shifted], packed_steps], element_rows=1)
+    assert not aligned
+
+
+@pytest.mark.parametrize("sizes", [[(0,), (1030,), (0, 3)], [(0,)]],
+                         ids=["some-empty", "all-empty"])
+def test_empty_tensors_take_part_in_the_step(sizes):
+    """0-element tensors own no chunk (an all-empty bucket launches one idle program), yet
+    their steps advance and they count in the global mean like the reference's."""
+    bucket = make_bucket("adam", seed=9, sizes=sizes)
+    ref, out = clone(bucket), clone(bucket)
+    kw = adam_kwargs(dict())
+    call("torch", "adam_step", ref, **kw)
+    call("triton", "adam_step", out, **kw)
+    assert_same(ref, out, ADAM_OUT + ["v_sums"])
+    torch.testing.assert_close(out["accum"], ref["accum"], rtol=5e-5, atol=0)
+    assert [s.item() for s in out["state_steps"]] == [s.item() + 1 for s in bucket["state_steps"]]

@@ -75,6 +75,11 @@ POINTER_TYPES = {"table": "*i64", "chunk_tensor": "*i32", "chunk_start": "*i64",
 OPTIONAL_POINTERS = {"lr_tensor": "HAS_LR_TENSOR", "grad_scale": "HAS_GRAD_SCALE",
                      "found_inf": "HAS_FOUND_INF"}
 INT_TYPES = {"n_tensors": "i32", "n_chunks": "i32", "total_numel": "i64"}
+# Approximate fp32 division and square root: what Triton's fp32 `/` and `tl.sqrt` compile to
+# on NVIDIA GPUs (the interpreter divides exactly, so only the PTX shows them). rules.h divides
+# and takes roots correctly rounded, so the kernels use tl.div_rn / tl.sqrt_rn instead.
+APPROXIMATE_PTX = ("div.full.f32", "div.approx.f32", "div.approx.ftz.f32", "sqrt.approx.f32",
+                   "sqrt.approx.ftz.f32", "rcp.approx")
 
 
 def compile_variant(module_name: str, kernel_name: str, flags: dict) -> dict:
@@ -115,7 +120,29 @@ def compile_variant(module_name: str, kernel_name: str, flags: dict) -> dict:
     if not compiled.asm.get("cubin"):
         raise RuntimeError("ptxas produced no cubin")
     return {"ld_global_v4": ptx.count("ld.global.v4"), "ld_global": ptx.count("ld.global"),
-            "st_global": ptx.count("st.global")}
+            "st_global": ptx.count("st.global"),
+            "approx_div_sqrt": sum(ptx.count(op) for op in APPROXIMATE_PTX),
+            "registers": registers_per_thread(compiled.asm["cubin"])}
+
+
+def registers_per_thread(cubin: bytes) -> int | None:
+    """Registers a thread of the kernel takes, read by the cuobjdump Triton ships (None when
+    there is none to ask)."""
+    import re
+    import tempfile
+
+    import triton
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
+                        "cuobjdump")
+    if not os.path.exists(tool):
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
+        file.write(cubin)
+        file.flush()
+        usage = subprocess.run([tool, "--dump-resource-usage", file.name],
+                               capture_output=True, text=True).stdout
+    found = re.search(r"REG:(\d+)", usage)
+    return int(found.group(1)) if found else None
 
 
 def missing_toolchain() -> str | None:
@@ -177,6 +204,26 @@ def test_kernel_compiles_for_sm90(compiled, variant_id):
     result = compiled[variant_id]
     assert result["ok"], f"{variant_id} does not compile for sm_90:\n{result['error']}"
     assert result["ld_global"] > 0 and result["st_global"] > 0
+
+
+@pytest.mark.parametrize("variant_id", list(variants()))
+def test_kernel_divides_and_roots_correctly_rounded(compiled, variant_id):
+    """No approximate fp32 division or square root in the GPU code: the CPU interpreter (and
+    rules.h) round them correctly, so an approximate one would pass every CPU test and still
+    differ from the native backend on the GPU."""
+    result = compiled[variant_id]
+    assert result["ok"], result.get("error")
+    assert result["approx_div_sqrt"] == 0, f"{variant_id} uses {APPROXIMATE_PTX} instructions"
+
+
+@pytest.mark.parametrize("variant_id", [v for v in variants() if v.startswith("adam_reduce")])
+def test_reduce_kernel_leaves_room_for_four_programs_per_sm(compiled, variant_id):
+    """The reduce kernel streams grads; its final pass's float64 tile must not inflate the
+    register count of every program (236 registers, 2 programs per SM, starved the loads)."""
+    registers = compiled[variant_id]["registers"]
+    if registers is None:
+        pytest.skip("no cuobjdump next to this Triton to read register counts")
+    assert registers * 32 * 4 * 4 <= 65536, f"{registers} registers a thread"
 
 
 @pytest.mark.parametrize("variant_id", [v for v in variants()

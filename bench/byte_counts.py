@@ -1,6 +1,6 @@
-"""Bytes one optimizer step must move per element (DESIGN.md §4): the traffic a bandwidth-bound
-step cannot avoid, used to turn a time into GB/s. With ``P`` bytes per param element, ``G``
-per grad element (= P) and ``S`` per state element:
+"""Bytes one optimizer step must move per element (docs/design.md §5): the traffic a
+bandwidth-bound step cannot avoid, used to turn a time into GB/s. With ``P`` bytes per param
+element, ``G`` per grad element (= P) and ``S`` per state element:
 
     AdamW     read p g m v, write p m v                          2P + G + 4S    fp32: 28
     AdamS     + pass 1 reads g (Σv by the linear identity)       2P + 2G + 4S   fp32: 32
@@ -8,8 +8,7 @@ per grad element (= P) and ``S`` per state element:
     SGDS      read p g buf, write p buf (momentum > 0)           2P + G + 2S    fp32: 20
     AdaiS     pass 1 reads g; pass 2 r/w p m v beta1_prod, r g   2P + 2G + 6S   fp32: 40
 
-DESIGN.md §4 writes "~44" for AMSGradS; a two-pass step that cannot use the linear identity
-must read v and vmax in pass 1 as well as g, so 48 is counted here.
+AMSGradS cannot use the linear identity: its pass 1 must read v and vmax as well as g, so 48.
 bf16 params/grads with fp32 state: AdamS 2·2 + 2·2 + 4·4 = 24 B, AdamW (torch keeps bf16
 state for bf16 params) 2·2 + 2 + 4·2 = 14 B. The per-tensor reference loop and its compiled
 version are counted as AdamS (the algorithm's minimum), so their GB/s is an effective rate.

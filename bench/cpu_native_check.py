@@ -1,12 +1,15 @@
-"""CPU check of issue 3: AdamS(backend='native').step() against torch.optim.AdamW(fused=True)
-.step() on the same parameters, in one process, 2 threads, time.perf_counter medians.
+"""CPU check of the native backend: AdamS(backend='native').step() against
+torch.optim.AdamW(fused=True).step() on the same parameters, in one process, 2 threads,
+time.perf_counter medians.
 
 Tensor list: GPT-2 124M's 148 tensors (bench/workloads/gpt2_124m.json) with the hidden size
 768 -> 384 (2304 -> 1152, 3072 -> 1536) and the vocabulary 50257 -> 8192: 24.7M fp32 params.
 The two optimizers' steps are interleaved so background load hits both alike. The figures go
-to stdout and to bench/results/cpu_native_check-<date>.json (with device, versions, commit).
+to stdout and to a JSON file (with device, versions, commit): the git-ignored
+bench/results/runs/cpu_native_check-<date>-<time>.json, or with --record the
+bench/results/recorded/cpu_native_check-<date>.json that README.md cites (never overwritten).
 
-    python bench/cpu_native_check.py [--steps 30] [--threads 2]
+    python bench/cpu_native_check.py [--steps 30] [--threads 2] [--record]
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ if ROOT not in sys.path:  # run as a script: make `bench` importable
     sys.path.insert(0, ROOT)
 
 import swd_kernels  # noqa: E402
+from bench.report import RECORDED_DIR, RUNS_DIR  # noqa: E402
 from bench.run import device_meta  # noqa: E402
 from bench.shapes import from_json  # noqa: E402
 
@@ -57,8 +61,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--record", action="store_true",
+                        help="write bench/results/recorded/cpu_native_check-<date>.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if args.record:
+        out = os.path.join(RECORDED_DIR, f"cpu_native_check-{now:%Y-%m-%d}.json")
+        if os.path.exists(out):
+            raise SystemExit(f"{out} already recorded: git rm it first to replace it")
+    else:
+        out = os.path.join(RUNS_DIR, f"cpu_native_check-{now:%Y-%m-%d-%H%M%S}.json")
 
     shapes = gpt2_small_shapes()
     numel = sum(torch.Size(s).numel() for s in shapes)
@@ -90,9 +103,8 @@ def main() -> None:
                   threads=args.threads, steps=args.steps, adamw_fused_ms=ms_adamw,
                   adams_native_ms=ms_adams, ratio=ms_adams / ms_adamw,
                   ratio_fastest=min(t_adams) / min(t_adamw),
-                  date=datetime.datetime.now(datetime.timezone.utc).isoformat())
-    out = os.path.join(ROOT, "bench", "results",
-                       f"cpu_native_check-{datetime.date.today().isoformat()}.json")
+                  date=now.isoformat(timespec="seconds"))
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
     print(f"wrote {out}")

@@ -1,6 +1,6 @@
 """AdamS the way the authors' published optimizer runs it: a Python loop over tensors, about
 ten small torch ops per tensor, and a host sync per step to read the global mean ``v_bar``
-(DESIGN.md §1). Written here from the equations, as the baseline the fused kernels replace.
+(docs/design.md §1). Written here from the equations, as the baseline the fused kernels replace.
 
     m = b1·m + (1−b1)·g ;  v = b2·v + (1−b2)·g² ;  v̂ = v/(1−b2^t)
     v̄ = Σv̂ / N over every element of every tensor            <- .item(): host sync

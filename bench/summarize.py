@@ -1,7 +1,7 @@
 """A short summary of a bench/run.py JSON: for each workload at one dtype, AdamS through each
 backend, the other SWD optimizers, and fused AdamW, with ms, GB/s, % copy and x fused.
 
-    python bench/summarize.py bench/results/cuda0-2026-11-30.json [--dtype fp32]
+    python bench/summarize.py bench/results/recorded/cpu-2026-11-30.json [--dtype fp32]
 """
 from __future__ import annotations
 

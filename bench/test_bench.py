@@ -1,8 +1,8 @@
 """pytest-benchmark suite over the benchmark's workloads, for regression tracking:
 
     python -m pytest bench/test_bench.py --benchmark-only            # small workloads, CPU
-    SWD_BENCH_FULL=1 python -m pytest bench/test_bench.py --benchmark-only   # + real lists
-    SWD_BENCH_DEVICE=cuda python -m pytest bench/test_bench.py --benchmark-only
+    SWD_KERNELS_BENCH_FULL=1 python -m pytest bench/test_bench.py --benchmark-only   # + real lists
+    SWD_KERNELS_BENCH_DEVICE=cuda python -m pytest bench/test_bench.py --benchmark-only
 
 Same rows as bench/run.py (bench/cases.py), one benchmark per (row, workload, dtype), grouped
 by workload and dtype so `--benchmark-compare` lines them up. Lives in bench/, so
@@ -16,8 +16,8 @@ from bench import shapes
 from bench.cases import DTYPES, row_kinds
 from bench.run import make_tensors, replica
 
-DEVICE = torch.device(os.environ.get("SWD_BENCH_DEVICE", "cpu"))
-FULL = os.environ.get("SWD_BENCH_FULL") == "1"
+DEVICE = torch.device(os.environ.get("SWD_KERNELS_BENCH_DEVICE", "cpu"))
+FULL = os.environ.get("SWD_KERNELS_BENCH_FULL") == "1"
 
 WORKLOADS = [shapes.flat(16), shapes.flat(20), shapes.from_json("gpt2_124m", 8),
              shapes.small_tensors()]
@@ -26,7 +26,7 @@ if FULL:
 DTYPE_LABELS = list(DTYPES) if FULL else ["fp32"]
 
 if DEVICE.type == "cuda" and not torch.cuda.is_available():
-    pytest.skip("SWD_BENCH_DEVICE=cuda but no CUDA GPU is visible", allow_module_level=True)
+    pytest.skip("SWD_KERNELS_BENCH_DEVICE=cuda but no CUDA GPU is visible", allow_module_level=True)
 
 KINDS = row_kinds(DEVICE)
 _templates: dict = {}

@@ -8,13 +8,7 @@
 
 #include "cpu/ops_cpu.h"
 
-TORCH_LIBRARY_IMPL(swd_native, CPU, m) {
-  m.impl("adam_reduce", &swd::cpu::adam_reduce);
-  m.impl("adam_update", &swd::cpu::adam_update);
-  m.impl("adam_step", &swd::cpu::adam_step);
-  m.impl("adai_update", &swd::cpu::adai_update);
-  m.impl("sgd_update", &swd::cpu::sgd_update);
-}
+TORCH_LIBRARY_IMPL(swd_native, CPU, m) { swd::cpu::register_ops(m); }
 
 // An empty Python module: importing it is what loads the registrations above.
 static PyModuleDef swd_module = {PyModuleDef_HEAD_INIT, "_C",

@@ -23,4 +23,4 @@ for step in range(200):
     scaler.update()
     if step % 50 == 0 or step == 199:
         print(f"step {step:3d}  loss {loss.item():.4f}")
-print("backend:", swd_kernels.available_backends(device)[0])
+print("backends:", optimizer.backends)  # which backend ran each (device, dtype)

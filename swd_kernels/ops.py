@@ -5,9 +5,9 @@ Every backend gets its own op namespace ``swd_<backend>`` (``swd_torch``, ``swd_
 run time while each op stays a real ``torch.library`` custom op: mutation annotations,
 a fake (meta) implementation for ``torch.compile``, and ``opcheck``-clean.
 
-Meaning of the ops (DESIGN.md §1, §3). A *bucket* is the tensors of one param group that
-share a device, a param dtype and a state dtype; every list argument of one call is such a
-bucket, index ``i`` of each list belonging to the same parameter. Math is fp32 for every
+Meaning of the ops (docs/design.md §1, §3, §4). A *bucket* is the tensors of one param group
+that share a device, a param dtype and a state dtype; every list argument of one call is such
+a bucket, index ``i`` of each list belonging to the same parameter. Math is fp32 for every
 storage dtype.
 
 ``accum`` is a float64 tensor ``[sum of v_hat, element count]`` on the bucket's device. The
@@ -21,7 +21,8 @@ share; every update reads ``v_bar = accum[0] / accum[1]`` (0 when the count is 0
   - ``amsgrad=True``: forms ``v`` and ``vmax = max(max_exp_avg_sq, v)`` without writing them,
     ``accum[0] += sum(vmax) / (1-beta2^t)``. ``v_sums`` is ignored (may be empty).
   ``accum[1] += numel``. With ``found_inf`` nonzero nothing but ``accum`` may change.
-``adam_update`` (pass 2): the AdamS/AMSGradS update of DESIGN.md §1, ``state_steps[i] = t``.
+``adam_update`` (pass 2): the AdamS/AMSGradS update of docs/design.md §1,
+  ``state_steps[i] = t``.
 ``adam_step``: ``adam_reduce`` then ``adam_update`` on one bucket (one launch where a backend
   can do it); the caller uses it only when the bucket is the step's only one.
 ``adai_update``: the AdaiS update; its reduction is ``adam_reduce`` with ``amsgrad=False``.

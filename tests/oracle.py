@@ -1,4 +1,4 @@
-"""An independent float64 oracle of DESIGN.md §1, written from the equations.
+"""An independent float64 oracle of docs/design.md §1, written from the equations.
 
 One plain loop per tensor, float64 everywhere, no foreach ops, no code shared with any
 backend: the thing every backend is held to. It keeps its own float64 copies of the params
@@ -20,7 +20,7 @@ import torch
 
 F64 = torch.float64
 
-# Defaults of DESIGN.md §1 (the authors' optimizers). SGDS and AdaiS have no default lr.
+# Defaults of docs/design.md §1 (the authors' optimizers); SGDS and AdaiS have no default lr.
 DEFAULTS = {
     "adams": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-4, amsgrad=False,
                   decay_power=0.5, decay_eps=0.0, maximize=False),
@@ -123,6 +123,7 @@ class Oracle:
         for i, gi, group, p, g in active:
             new[i] = self._second_moment(i, group, p, g)
         v_bars = self._means(active, new)
+        self.last_v_bars = v_bars  # per tensor index (one value under the global scope)
         for i, gi, group, p, g in active:
             v_bar = v_bars[i]
             if self.kind == "adams":

@@ -1,17 +1,22 @@
-"""Property test: random tensor lists, hyperparameters and grad patterns, every backend held to
-the oracle by the tolerance table."""
+"""Property test: random tensor lists (sizes past the CPU kernels' threaded split, fp32 and
+bf16, fp32 state for bf16 params), hyperparameters and grad patterns; every backend held to
+the oracle by the tolerance table. CI derandomizes the draws (.ci/run picks the profile)."""
 from __future__ import annotations
 
 import os
 
+import pytest
 import torch
+from conftest import CPU_BACKENDS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from problems import OPTIMIZERS, assert_matches_oracle
 from oracle import Oracle
 
-SIZES = st.one_of(st.sampled_from([1, 2, 3, 1023, 1024, 1025, 2047, 4097]),
+# 32,768 elements: past it the native CPU kernels split a bucket across threads
+SIZES = st.one_of(st.sampled_from([1, 2, 3, 1023, 1024, 1025, 2047, 4097, 32768, 32769,
+                                   2 ** 16 + 3]),
                   st.integers(1, 3000))
 SHAPES = st.one_of(SIZES.map(lambda n: (n,)),
                    st.tuples(st.integers(1, 40), st.integers(1, 40)))
@@ -44,7 +49,12 @@ def hyperparameters(draw, kind):
 def problems(draw):
     kind = draw(st.sampled_from(sorted(OPTIMIZERS)))
     shapes = draw(st.lists(SHAPES, min_size=1, max_size=4))
+    # fp16 is held to the oracle by test_oracle.py's fixed problems; drawn here, AdaiS finds
+    # two regimes past the storage-rounding rule (fp16 state with subnormal v: beta1_prod 5 ulps
+    # off; updates of about one fp16 ulp: 2.7% of elements on rounding ties), not drawn until
+    # the tolerance rule covers them
     dtypes = [draw(st.sampled_from([torch.float32, torch.bfloat16])) for _ in shapes]
+    fp32_state = draw(st.booleans())  # fp32 state beside bf16 params
     split = draw(st.integers(0, len(shapes) - 1))  # params[:split] in group 0, rest group 1
     groups = [hp for hp in (draw(hyperparameters(kind)), draw(hyperparameters(kind)))]
     steps = draw(st.integers(1, 6))
@@ -55,7 +65,8 @@ def problems(draw):
                              min_size=steps, max_size=steps))
     per_tensor = [draw(st.sampled_from([0.1, 1.0, 10.0])) for _ in shapes]
     seed = draw(st.integers(0, 2 ** 16))
-    return kind, shapes, dtypes, split, groups, magnitude, patterns, per_tensor, seed
+    return (kind, shapes, dtypes, fp32_state, split, groups, magnitude, patterns, per_tensor,
+            seed)
 
 
 class _Run:  # what assert_matches_oracle reads
@@ -63,22 +74,38 @@ class _Run:  # what assert_matches_oracle reads
         self.optimizer, self.oracle, self.params = optimizer, oracle, params
 
 
-# fewer examples under Triton's CPU interpreter, which runs programs one at a time
-EXAMPLES = 30 if os.environ.get("TRITON_INTERPRET") == "1" else 150
+# Triton on a CPU runs in its interpreter, one program at a time: fewer examples there
+INTERPRETED = {"triton"} if os.environ.get("TRITON_INTERPRET") == "1" else set()
+FULL = [b for b in CPU_BACKENDS if b not in INTERPRETED]
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.parametrize("backend_name", FULL)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problem=problems())
-def test_random_problems_match_oracle(backend, problem):
-    kind, shapes, dtypes, split, hps, magnitude, patterns, per_tensor, seed = problem
+def test_random_problems_match_oracle(backend_name, problem):
+    check_against_oracle(backend_name, problem)
+
+
+@pytest.mark.parametrize("backend_name", sorted(INTERPRETED & set(CPU_BACKENDS)))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=problems())
+def test_random_problems_match_oracle_interpreted(backend_name, problem):
+    check_against_oracle(backend_name, problem)
+
+
+def check_against_oracle(backend, problem):
+    (kind, shapes, dtypes, fp32_state, split, hps, magnitude, patterns, per_tensor,
+     seed) = problem
     generator = torch.Generator().manual_seed(seed)
     params = [torch.randn(s, generator=generator).to(d).requires_grad_()
               for s, d in zip(shapes, dtypes)]
     groups = [dict(params=params[:split], **hps[0]), dict(params=params[split:], **hps[1])]
     groups = [g for g in groups if g["params"]]
-    optimizer = OPTIMIZERS[kind](groups, backend=backend)
+    state_dtype = torch.float32 if fp32_state else None
+    optimizer = OPTIMIZERS[kind](groups, backend=backend, state_dtype=state_dtype)
     half = [d if d != torch.float32 else None for d in dtypes]
-    oracle = Oracle(kind, groups, param_dtype=half, state_dtype=half)
+    oracle = Oracle(kind, groups, param_dtype=half,
+                    state_dtype=[None] * len(half) if fp32_state else half)
     for pattern in patterns:
         grads = []
         for p, what, scale in zip(params, pattern, per_tensor):

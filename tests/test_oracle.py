@@ -1,12 +1,13 @@
-"""Every backend against the float64 oracle (DESIGN.md §5): 20+ steps of fresh random grads on
-issue 2's problem, params and every state key compared by the tolerance table."""
+"""Every backend against the float64 oracle (docs/design.md §7): 20+ steps of fresh random
+grads on the standard problem (problems.SEVERAL_GROUPS), params and every state key compared by
+the tolerance table."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from problems import (ONE_GROUP, SEVERAL_GROUPS, Group, Param, assert_matches_oracle, run_steps,
-                      start)
+from problems import (ONE_GROUP, SEVERAL_GROUPS, Group, Param, assert_matches_oracle,
+                      assert_running_sum, random_grads, run_steps, start, step_both)
 from tolerance import TOLERANCES
 
 STEPS = 20
@@ -69,6 +70,64 @@ def test_half_params_fp32_state(backend, kind, options, dtype):
     run = run_steps(start(kind, SEVERAL_GROUPS, backend, dtype=dtype,
                           state_dtype=torch.float32, seed=3, **options), STEPS)
     assert_matches_oracle(run)
+
+
+# A decay large enough to matter in bf16: grads N(0, 1) give v_bar ~ 1, so AdamS decays
+# lr * wd / sqrt(v_bar) ~ 1% a step and AdaiS and SGDS lr * wd = 1% a step.
+STRONG_DECAY = [Group([Param((4097,), 1.0), Param((33, 65), 1.0)],
+                      dict(lr=1e-2, weight_decay=1.0))]
+
+
+@pytest.mark.parametrize("kind, options", subset("adams", "sgds-momentum", "adais"))
+def test_bf16_check_sees_a_decay_one_percent_off(backend, kind, options):
+    """The half-precision tolerance has teeth: the run that matches its oracle is rejected
+    by an oracle whose weight decay is 1% larger (20 steps x 1% x 1e-2 = 2e-3 relative, half
+    a bf16 ulp: many elements round the other way)."""
+    run = run_steps(start(kind, STRONG_DECAY, backend, dtype=torch.bfloat16, seed=9,
+                          **options), STEPS)
+    assert_matches_oracle(run)
+    off = run_steps(start(kind, STRONG_DECAY, backend, dtype=torch.bfloat16, seed=9,
+                          oracle_weight_decay_scale=1.01, **options), STEPS)
+    with pytest.raises(AssertionError, match="differ from the oracle|max .error."):
+        assert_matches_oracle(off)
+
+
+# Gradients of 1e-5..1e-4: sqrt(v_hat) is then comparable to eps, where a misplaced eps (inside
+# the square root, or added to v_hat) changes the step by 10x or more.
+SMALL_GRADS = [Group([Param((4097,), 1e-5), Param((2 ** 16 + 3,), 1e-4), Param((33,), 3e-5)],
+                     dict(lr=1e-3, weight_decay=5e-4))]
+
+
+@pytest.mark.parametrize("eps", [1e-8, 1e-6])
+@pytest.mark.parametrize("kind, options", subset("adams", "amsgrads"))
+def test_small_gradients_reach_the_eps_regime(backend, kind, options, eps):
+    run = run_steps(start(kind, SMALL_GRADS, backend, seed=10, **dict(options, eps=eps)), STEPS)
+    assert_matches_oracle(run)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("kind", ["adams", "adais"])
+def test_running_sums_and_vbar_hold_over_many_steps(backend, kind, dtype):
+    """The running sums the reduction keeps stay the sums of the stored exp_avg_sq, and v_bar
+    the oracle's, over 40 steps with params that miss grads and a skipped (found_inf) step."""
+    run = start(kind, SEVERAL_GROUPS, backend, dtype=dtype, seed=11)
+    rel = 1e-5 if dtype == torch.float32 else 3 * torch.finfo(dtype).eps
+    for index in range(40):
+        grads = random_grads(run)
+        if index == 20:  # an overflow step: skipped by the optimizer, nothing may change
+            for p, g in zip(run.params, grads):
+                p.grad = g
+            run.optimizer.step(found_inf=torch.ones(()))
+            continue
+        step_both(run, grads)
+        ours = run.optimizer.vhat_mean().item()
+        theirs = next(iter(run.oracle.last_v_bars.values()))
+        assert ours == pytest.approx(theirs, rel=rel), f"v_bar after step {index}"
+        for p in run.params:
+            state = run.optimizer.state.get(p)
+            if state:
+                assert_running_sum(f"after step {index}", state["exp_avg_sq_sum"],
+                                   state["exp_avg_sq"], state["step"].item())
 
 
 MIXED_DTYPES = [

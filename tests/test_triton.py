@@ -12,13 +12,14 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import swd_kernels  # noqa: E402
+from oracle import Oracle  # noqa: E402  (tests/ is on sys.path: conftest.py)
 from swd_kernels import ops  # noqa: E402
 
 triton = pytest.importorskip("triton")
 triton_backend = pytest.importorskip("swd_kernels.backends.triton")
 import triton.language as tl  # noqa: E402
 from swd_kernels.backends.triton import adam as triton_adam  # noqa: E402
-from swd_kernels.backends.triton import tables  # noqa: E402
+from swd_kernels.backends.triton import chunking  # noqa: E402
 from swd_kernels.backends.triton.common import TL_DTYPES, to_storage  # noqa: E402
 
 if not triton_backend.kernels_interpreted():
@@ -33,11 +34,16 @@ TOL = {torch.float32: dict(rtol=2e-5, atol=1e-6),
        torch.float16: dict(rtol=1e-3, atol=1e-4)}
 
 
+# The production sizes, before the fixture below shrinks them.
+PRODUCTION_CHUNK, PRODUCTION_BLOCK = chunking.CHUNK, chunking.BLOCK
+
+
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
-    """Chunks of 1024 so that 4097 elements span five programs (tail included)."""
-    monkeypatch.setattr(tables, "CHUNK", 1024)
-    monkeypatch.setattr(tables, "BLOCK", 512)
+    """Chunks of 1024 so that 4097 elements span five programs (tail included); a test that
+    needs the production sizes sets them back on the same ``monkeypatch``."""
+    monkeypatch.setattr(chunking, "CHUNK", 1024)
+    monkeypatch.setattr(chunking, "BLOCK", 512)
 
 
 def make_tensor(shape, dtype, gen, positive=False):
@@ -80,14 +86,14 @@ def clone(bucket):
             for k, v in bucket.items()}
 
 
-def layout_of(t):
+def strides_of(t):
     return t.stride()
 
 
 def assert_same(ref, out, names, dtype=torch.float32, exact=False):
     for name in names:
         for i, (r, o) in enumerate(zip(ref[name], out[name])):
-            assert layout_of(r) == layout_of(o), name
+            assert strides_of(r) == strides_of(o), name
             if exact:
                 assert torch.equal(r, o), f"{name}[{i}] changed"
             else:
@@ -218,21 +224,69 @@ def test_adam_half_precision_params(p_dtype, s_dtype):
     assert not torch.equal(out["params"][2], bucket["params"][2])
 
 
+def fp32_ulps(actual: torch.Tensor, expected: torch.Tensor, scale: torch.Tensor):
+    """|actual - expected| in fp32 ulps of ``scale`` (the magnitude an element's arithmetic
+    worked at, so that a result cancelling towards 0 is not judged by its own tiny ulp)."""
+    _, exponent = torch.frexp(scale.double().abs())
+    ulp = torch.ldexp(torch.ones_like(expected), exponent - 24)  # 2^-23 relative spacing
+    return (actual.double() - expected).abs() / ulp
+
+
+@pytest.mark.parametrize("decay_power,decay_eps", [(0.25, 0.0), (0.75, 0.0), (1.0, 0.0),
+                                                   (0.25, 1e-3), (1.0, 1e-6), (0.5, 1e-3)])
+def test_decay_power_is_formed_in_double(decay_power, decay_eps):
+    """The decay factor 1 - lr*wd/(v_bar + decay_eps)^p is formed in float64 from double
+    hyperparameters (rules.h's policy, docs/design.md §6) for every p and decay_eps, not just
+    the default p = 0.5. One step from zero state against the float64 oracle, with v_bar
+    handed over exactly, lr*wd/(...)^p = 0.5 and an eps so large that the step is ~1e-7 of
+    the param: the decay alone sets every element, and an error in it shows in each one.
+    Measured (2026-11-30): 0.5 ulp now (the final rounding); the earlier fp32 exp2/log2
+    factor with fp32 lr and weight_decay was 1.5-15.5 ulps off on these cases."""
+    gen = torch.Generator().manual_seed(11)
+    sizes = [(4097,), (300,)]
+    params = [torch.randn(s, generator=gen) for s in sizes]
+    grads = [torch.randn(s, generator=gen) * 1e-4 for s in sizes]  # v_bar ~ 1e-8
+    n = sum(g.numel() for g in grads)
+    v_bar = sum((g.double() ** 2).sum().item() for g in grads) / n  # step 1: v_hat = g^2
+    hyper = dict(lr=1e-3, eps=1.0, decay_power=decay_power, decay_eps=decay_eps)
+    hyper["weight_decay"] = 0.5 / hyper["lr"] * (v_bar + decay_eps) ** decay_power
+    oracle = Oracle("adams", [dict(params=params, **hyper)])
+    oracle.step(grads)
+    out = [p.clone() for p in params]
+    call("triton", "adam_update", dict(
+        params=out, grads=grads, exp_avgs=[torch.zeros(s) for s in sizes],
+        exp_avg_sqs=[torch.zeros(s) for s in sizes], max_exp_avg_sqs=[],
+        state_steps=[torch.tensor(0.0) for _ in sizes],
+        accum=torch.tensor([v_bar * n, n], dtype=torch.float64)),
+        lr_tensor=None, beta1=0.9, beta2=0.999, amsgrad=False, maximize=False,
+        grad_scale=None, found_inf=None, **hyper)
+    # in ulps of the decayed param p * decay = 0.5 p (at least lr, for params near 0)
+    worst = max(fp32_ulps(o, e, torch.clamp(p.abs() * 0.5, min=hyper["lr"])).max().item()
+                for o, e, p in zip(out, oracle.params, params))
+    assert worst <= 1.0, f"params {worst:.2f} fp32 ulps from the float64 oracle"
+
+
+def one_launch_step(bucket, kw):
+    """``adam_step`` as the one-launch kernel with a single program (the interpreter runs
+    programs one after another, so more would wait at the grid barrier forever)."""
+    a = {k: v for k, v in {**bucket, **kw}.items() if k in ops.ARG_NAMES["adam_step"]}
+    launch = triton_adam.adam_launch(
+        a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], a["max_exp_avg_sqs"],
+        a["state_steps"], a["v_sums"], a["accum"], a["grad_scale"], a["found_inf"],
+        a["amsgrad"])
+    update_args = triton_adam.adam_update_args(
+        a["params"], a["accum"], a["lr_tensor"], a["lr"], a["beta1"], a["beta2"],
+        a["weight_decay"], a["eps"], a["decay_power"], a["decay_eps"], a["maximize"])
+    triton_adam.adam_step_one_launch(launch, update_args, programs=1)
+
+
 def test_one_launch_step_is_bitwise_the_two_launch_step():
     """The persistent-grid path (one program here: the interpreter runs programs in turn)."""
     bucket = make_bucket("adam", seed=4)
     two, one = clone(bucket), clone(bucket)
     kw = adam_kwargs(dict(amsgrad=False, lr_tensor=0.01))
     call("triton", "adam_step", two, **kw)
-    args = {k: v for k, v in {**one, **kw}.items() if k in ops.ARG_NAMES["adam_step"]}
-    step = triton_adam.AdamCall(
-        args["params"], args["grads"], args["exp_avgs"], args["exp_avg_sqs"],
-        args["max_exp_avg_sqs"], args["state_steps"], args["v_sums"], args["accum"],
-        args["lr_tensor"], args["grad_scale"], args["found_inf"], args["amsgrad"])
-    update_args = step.update_args(kw["lr"], kw["beta1"], kw["beta2"], kw["weight_decay"],
-                                   kw["eps"], kw["decay_power"], kw["decay_eps"],
-                                   kw["maximize"])
-    triton_adam.adam_step_one_launch(step, one["accum"], update_args, programs=1)
+    one_launch_step(one, kw)
     assert_same(two, one, ADAM_OUT + ["v_sums"], exact=True)
     assert torch.equal(two["accum"], one["accum"])
 
@@ -350,10 +404,10 @@ OPTIMIZERS = {
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_optimizer_matches_torch_backend(name):
-    built = tables.stats["tables_built"]
+    built = chunking.stats["pointer_tables_built"]
     ref_params, ref_opt = run_optimizer(OPTIMIZERS[name], "torch")
     params, opt = run_optimizer(OPTIMIZERS[name], "triton")
-    assert tables.stats["tables_built"] > built
+    assert chunking.stats["pointer_tables_built"] > built
     for r, p in zip(ref_params, params):
         torch.testing.assert_close(p, r, rtol=1e-5, atol=1e-6)
         for key, value in ref_opt.state[r].items():
@@ -367,13 +421,13 @@ def test_pointer_table_is_cached_and_rebuilt_when_grads_move():
     for p, g in zip(params, grads):
         p.grad = g
     opt.step()
-    built = tables.stats["tables_built"]
+    built = chunking.stats["pointer_tables_built"]
     opt.step()  # same grad tensors: the cached tables serve
-    assert tables.stats["tables_built"] == built
+    assert chunking.stats["pointer_tables_built"] == built
     params[1].grad = torch.randn(3, 7)  # a new address: that step builds a new table
     before = params[1].detach().clone()
     opt.step()
-    assert tables.stats["tables_built"] > built
+    assert chunking.stats["pointer_tables_built"] > built
     assert not torch.equal(params[1].detach(), before)
 
 
@@ -382,11 +436,11 @@ def test_vectorizing_alignment_is_judged_on_the_element_lists_only():
     buffer) must not turn off the 16-byte vector loads of the params, grads and states."""
     tensors = [torch.randn(64), torch.randn(100)]
     packed_steps = list(torch.zeros(2).unbind())  # the second sits 4 bytes into the buffer
-    layout = tables.layout_for(tensors)
-    _, aligned = tables.pointer_table(layout, [tensors, packed_steps], element_rows=1)
+    layout = chunking.chunk_layout(tensors)
+    _, aligned = chunking.pointer_table(layout, [tensors, packed_steps], element_rows=1)
     assert aligned
     shifted = torch.randn(101)[1:]  # 4 bytes past an aligned start
-    _, aligned = tables.pointer_table(tables.layout_for([tensors[0], shifted]),
+    _, aligned = chunking.pointer_table(chunking.chunk_layout([tensors[0], shifted]),
                                       [[tensors[0], shifted], packed_steps], element_rows=1)
     assert not aligned
 
@@ -404,3 +458,26 @@ def test_empty_tensors_take_part_in_the_step(sizes):
     assert_same(ref, out, ADAM_OUT + ["v_sums"])
     torch.testing.assert_close(out["accum"], ref["accum"], rtol=5e-5, atol=0)
     assert [s.item() for s in out["state_steps"]] == [s.item() + 1 for s in bucket["state_steps"]]
+
+
+@pytest.mark.slow
+def test_production_chunks(monkeypatch):
+    """At the production chunk and block sizes (the other tests shrink them): a bucket whose
+    first tensor spans three chunks (the last a partial one, with a masked tail block), so
+    programs of one tensor write several partials that the reduction must add up; then the
+    one-launch kernel walks all five chunks with one program. Kept as small as that allows:
+    the interpreter runs each chunk's 64 blocks one numpy op at a time."""
+    monkeypatch.setattr(chunking, "CHUNK", PRODUCTION_CHUNK)
+    monkeypatch.setattr(chunking, "BLOCK", PRODUCTION_BLOCK)
+    sizes = [(2 * PRODUCTION_CHUNK + 5,), (PRODUCTION_CHUNK,), (3,)]
+    bucket = make_bucket("adam", seed=12, sizes=sizes)
+    ref, two, one = clone(bucket), clone(bucket), clone(bucket)
+    kw = adam_kwargs(dict(decay_power=0.25, decay_eps=1e-6))
+    call("torch", "adam_step", ref, **kw)
+    call("triton", "adam_step", two, **kw)
+    assert chunking.chunk_layout(two["grads"]).n_chunks == 5
+    assert_same(ref, two, ADAM_OUT + ["v_sums"])
+    torch.testing.assert_close(two["accum"], ref["accum"], rtol=5e-5, atol=0)
+    one_launch_step(one, kw)
+    assert_same(two, one, ADAM_OUT + ["v_sums"], exact=True)
+    assert torch.equal(two["accum"], one["accum"])

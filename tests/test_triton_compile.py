@@ -39,7 +39,7 @@ def optional_flags(on: bool) -> dict:
 def variants() -> dict[str, tuple[str, str, dict]]:
     """id -> (module, kernel, constexpr flags) for every variant; dtypes by name here, tiles
     added in the child. Kept importable without Triton so test ids exist everywhere."""
-    table = {}
+    found = {}
     for d, (dtype_name, (p, g, s)) in enumerate(DTYPE_SETS.items()):
         dtypes = dict(P_DTYPE=p, G_DTYPE=g, S_DTYPE=s)
         for a, amsgrad in enumerate((False, True)):
@@ -47,18 +47,18 @@ def variants() -> dict[str, tuple[str, str, dict]]:
             name = f"{dtype_name}-{'amsgrad' if amsgrad else 'adam'}-{_flags_id(flags)}"
             reduce_flags = {k: v for k, v in flags.items()
                             if k not in ("HAS_LR_TENSOR", "MAXIMIZE", "P_DTYPE")}
-            table[f"adam_reduce-{name}"] = ("adam", "adam_reduce_kernel", reduce_flags)
-            table[f"adam_update-{name}"] = ("adam", "adam_update_kernel", flags)
-            table[f"adam_step_one_launch-{name}"] = ("adam", "adam_step_one_launch_kernel",
+            found[f"adam_reduce-{name}"] = ("adam", "adam_reduce_kernel", reduce_flags)
+            found[f"adam_update-{name}"] = ("adam", "adam_update_kernel", flags)
+            found[f"adam_step_one_launch-{name}"] = ("adam", "adam_step_one_launch_kernel",
                                                      flags)
         flags = dict(optional_flags(d % 2 == 0), **dtypes)
-        table[f"adai_update-{dtype_name}-{_flags_id(flags)}"] = ("adai", "adai_update_kernel",
+        found[f"adai_update-{dtype_name}-{_flags_id(flags)}"] = ("adai", "adai_update_kernel",
                                                                   flags)
         for m, (mode, mode_flags) in enumerate(SGD_MODES.items()):
             flags = dict(optional_flags((d + m) % 2 == 0), **dtypes, **mode_flags)
-            table[f"sgd_update-{dtype_name}-{mode}-{_flags_id(flags)}"] = (
+            found[f"sgd_update-{dtype_name}-{mode}-{_flags_id(flags)}"] = (
                 "sgd", "sgd_update_kernel", flags)
-    return table
+    return found
 
 
 def _flags_id(flags: dict) -> str:
@@ -68,7 +68,7 @@ def _flags_id(flags: dict) -> str:
 # ------------------------------------------------------------------ the child process ------
 
 # Kernel arguments that are pointers, by name (everything else is an int or an fp32 scalar).
-POINTER_TYPES = {"table": "*i64", "chunk_tensor": "*i32", "chunk_start": "*i64",
+POINTER_TYPES = {"pointer_table": "*i64", "chunk_tensor": "*i32", "chunk_start": "*i64",
                  "numels": "*i64", "first_chunk": "*i32", "partials": "*fp64",
                  "counter": "*i32", "counters": "*i32", "accum": "*fp64"}
 # Optional input tensors: fp32 when given, else the launcher passes a dummy (accum, fp64).
@@ -77,9 +77,11 @@ OPTIONAL_POINTERS = {"lr_tensor": "HAS_LR_TENSOR", "grad_scale": "HAS_GRAD_SCALE
 INT_TYPES = {"n_tensors": "i32", "n_chunks": "i32", "total_numel": "i64"}
 # Approximate fp32 division and square root: what Triton's fp32 `/` and `tl.sqrt` compile to
 # on NVIDIA GPUs (the interpreter divides exactly, so only the PTX shows them). rules.h divides
-# and takes roots correctly rounded, so the kernels use tl.div_rn / tl.sqrt_rn instead.
+# and takes roots correctly rounded, so the kernels use tl.div_rn / tl.sqrt_rn instead. Only
+# fp32 forms count: libdevice's float64 log (the decay scale's (v_bar + decay_eps)^-p) seeds
+# its Newton steps with rcp.approx.ftz.f64 and is accurate to an ulp of a double.
 APPROXIMATE_PTX = ("div.full.f32", "div.approx.f32", "div.approx.ftz.f32", "sqrt.approx.f32",
-                   "sqrt.approx.ftz.f32", "rcp.approx")
+                   "sqrt.approx.ftz.f32", "rcp.approx.f32", "rcp.approx.ftz.f32")
 
 
 def compile_variant(module_name: str, kernel_name: str, flags: dict) -> dict:
@@ -90,16 +92,16 @@ def compile_variant(module_name: str, kernel_name: str, flags: dict) -> dict:
     import triton.language as tl
     from triton.backends.compiler import GPUTarget
 
-    from swd_kernels.backends.triton import adam, tables
+    from swd_kernels.backends.triton import adam, chunking
 
     module = importlib.import_module(f"swd_kernels.backends.triton.{module_name}")
     kernel = getattr(module, kernel_name)
     unknown = set(flags) - set(kernel.arg_names)
     assert not unknown, f"{kernel_name} has no parameters {sorted(unknown)}"
     constexprs = {k: getattr(tl, v) if k.endswith("_DTYPE") else v for k, v in flags.items()}
-    tiles = dict(CHUNK=tables.CHUNK, BLOCK=tables.BLOCK, TENSOR_TILE=tables.TENSOR_TILE,
-                 PARTIAL_TILE=tables.PARTIAL_TILE, ARRIVE=tables.BARRIER_ARRIVE,
-                 RELEASE=tables.BARRIER_RELEASE, DONE=tables.STEP_DONE)
+    tiles = dict(CHUNK=chunking.CHUNK, BLOCK=chunking.BLOCK, TENSOR_TILE=chunking.TENSOR_TILE,
+                 PARTIAL_TILE=chunking.PARTIAL_TILE, ARRIVE=chunking.BARRIER_ARRIVE,
+                 RELEASE=chunking.BARRIER_RELEASE, DONE=chunking.STEP_DONE)
     constexprs.update({k: v for k, v in tiles.items() if k in kernel.arg_names})
     signature = {}
     for name in kernel.arg_names:

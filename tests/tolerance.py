@@ -1,11 +1,14 @@
 """The one tolerance table: how close a backend must come to the float64 oracle, per storage
 dtype, and the assertion that applies it to params and to every state tensor.
 
-fp32 storage: the oracle keeps float64 values; a backend computes in fp32, so after 20 steps
-each tensor must lie within ``1e-5 x`` its largest magnitude (issue 2 says "of the largest
-parameter magnitude"; per tensor is stricter, so a small tensor beside a large one is still
-checked), the largest it had during the run (fp32 errors scale with the values a step computes
-from, even where the result cancels to ~0).
+fp32 storage: the oracle keeps float64 values; a backend computes in fp32, rounding each
+element ~4 times a step (decay, step size, the division, the subtraction), each rounding at
+most half an ulp (2^-24 relative) of the values it works on. Those errors add like a random
+walk, about 2 ulps a step, so after the suite's 20 steps each tensor must lie within
+``20 x 2 x 2^-24 = 2.4e-6 x`` its largest magnitude during the run (fp32 errors scale with the
+values a step computes from, even where the result cancels to ~0; per tensor, so a small
+tensor beside a large one is still checked). Measured worst over every fp32 case of
+test_oracle.py (2026-11-30): params 8.2e-7 (native, torch, triton alike), state 2.3-4.1e-7.
 
 bf16 / fp16 storage: comparing with an unrounded oracle would need a tolerance of about
 ``steps x eps/2`` (20 x 2^-8 = 8% for bf16), too loose to see a missing weight decay
@@ -41,12 +44,35 @@ class Tolerance:
 
 TOLERANCES = {
     torch.float64: Tolerance(1e-12, None),
-    torch.float32: Tolerance(1e-5, None),
+    torch.float32: Tolerance(20 * 2 * 2.0 ** -24, None),  # 20 steps x 2 ulps: see above
     torch.bfloat16: Tolerance(2 * torch.finfo(torch.bfloat16).eps, 0.02),
     torch.float16: Tolerance(2 * torch.finfo(torch.float16).eps, 0.02),
 }
 
+def tolerance_for(kind: str, dtype: torch.dtype, groups: list[dict]) -> Tolerance:
+    """The table's row for ``dtype``; AdaiS in fp32 gets more. It divides its step by
+    1 - beta1_prod, a difference of two numbers near 1 once the inertia nears its bound
+    (beta1 -> 1 - eps): the fp32 product holds 2^-24 absolute, i.e. 2^-24 / eps relative to
+    that difference (6e-5 at the default eps = 1e-3), on top of the usual fp32 row. Steps far
+    from the bound stay near the fp32 row (worst over test_oracle.py: 8e-7); property tests
+    that put one-element tensors at the bound reach 2.2e-5 (native, eps 1e-3, 2026-11-30)."""
+    row = TOLERANCES[dtype]
+    if kind == "adais" and dtype == torch.float32:
+        smallest_eps = min(group["eps"] for group in groups)
+        return Tolerance(row.relative + 2.0 ** -24 / smallest_eps, None)
+    return row
+
+
 DIFFERING_SLACK = 2  # elements, for tiny tensors where 2% is less than one element
+
+
+def subnormal_spacing(dtype: torch.dtype) -> float:
+    """Below its smallest normal number a half dtype's spacing is absolute (2^-24 in fp16):
+    a value that small is off by a whole spacing however small the tensor's largest value."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return 0.0
+    info = torch.finfo(dtype)
+    return info.smallest_normal * info.eps
 
 
 def assert_close(name: str, actual: list[torch.Tensor], expected: list[torch.Tensor],
@@ -59,10 +85,12 @@ def assert_close(name: str, actual: list[torch.Tensor], expected: list[torch.Ten
     tolerance = tolerance or TOLERANCES[dtype]
     if scales is None:
         scales = [e.abs().max().item() if e.numel() else 0.0 for e in expected]
-    diffs = [(a.detach().double() - e).abs() for a, e in zip(actual, expected)]
+    # equal values differ by 0, infinities included (fp16 overflows alike in both)
+    diffs = [torch.where(a.detach().double() == e, 0.0, (a.detach().double() - e).abs())
+             for a, e in zip(actual, expected)]
     for index, (diff, scale) in enumerate(zip(diffs, scales)):
         worst = diff.max().item() if diff.numel() else 0.0
-        bound = tolerance.relative * scale
+        bound = tolerance.relative * scale + 2 * subnormal_spacing(dtype)
         assert worst <= bound, (
             f"{name} ({dtype}): max |error| {worst:.3g} > {bound:.3g} = {tolerance.relative:g} "
             f"x largest magnitude {scale:.3g}, in tensor #{index} of shape "

@@ -1,91 +1,67 @@
 // The CPU kernels' interface: plain pointers, element counts and per-tensor scalars, no
-// at::Tensor. csrc/cpu/ops_cpu.cpp validates the tensors and fills these structs; the kernels
+// at::Tensor. cpu/ops_cpu.cpp checks the tensors and fills these structs; the kernels
 // (kernels_impl.h) are compiled once per CPU capability and chosen at run time.
 #pragma once
 
 #include <cstdint>
+#include <tuple>
+
+#include <c10/core/ScalarType.h>
 
 #include "swd/rules.h"
 
 namespace swd::cpu {
 
-// Storage dtypes the kernels read and write; math is always fp32.
-enum class Dtype : int { kFloat, kBFloat16, kHalf };
-
-// The gradient as the rules see it: divided by grad_scale (when `scaled`), negated under
-// maximize. Skipping the division when unscaled is exact (g / 1 == g).
-struct GradOptions {
-  bool scaled = false;
-  float grad_scale = 1.0f;
-  bool maximize = false;
-};
-
-// ---- adam_reduce (pass 1) ----
+// ---- pass 1: adam_reduce ----
 struct ReduceTensor {
   const void* grad;
-  const void* exp_avg_sq;       // amsgrad only
-  const void* max_exp_avg_sq;   // amsgrad only
+  const void* exp_avg_sq;      // amsgrad only
+  const void* max_exp_avg_sq;  // amsgrad only
   int64_t numel;
 };
-struct AdamReduce {
-  Dtype param_dtype, state_dtype;
+struct ReduceCall {
+  at::ScalarType param_dtype, state_dtype;
   const ReduceTensor* tensors;
   int64_t count;
   bool amsgrad;
-  float beta2, one_minus_beta2;  // 1 - beta2 formed in double, as swd/rules.h does
-  GradOptions grad;  // maximize is ignored (squares)
+  SecondMoment second_moment;  // amsgrad only
+  GradOptions grad;            // amsgrad only (the squares of g are summed unscaled)
 };
 
-// ---- adam_update (pass 2) ----
-struct AdamTensor {
+// ---- pass 2: every update op, for one rule of swd/rules.h ----
+template <typename Rule>
+struct UpdateTensor {
   void* param;
   const void* grad;
-  void* exp_avg;
-  void* exp_avg_sq;
-  void* max_exp_avg_sq;  // amsgrad only
+  void* states[kStateSlots<Rule>];  // the rule's state lists, in its order
   int64_t numel;
-  AdamScalars scalars;
+  typename Rule::Scalars scalars;
 };
-struct AdamUpdate {
-  Dtype param_dtype, state_dtype;
-  const AdamTensor* tensors;
-  int64_t count;
-  bool amsgrad;
-  GradOptions grad;
-};
-
-// ---- adai_update ----
-struct AdaiTensor {
-  void* param;
-  const void* grad;
-  void* exp_avg;
-  void* exp_avg_sq;
-  void* beta1_prod;
-  int64_t numel;
-  AdaiScalars scalars;
-};
-struct AdaiUpdate {
-  Dtype param_dtype, state_dtype;
-  const AdaiTensor* tensors;
+template <typename Rule>
+struct UpdateCall {
+  at::ScalarType param_dtype, state_dtype;
+  const UpdateTensor<Rule>* tensors;
   int64_t count;
   GradOptions grad;
 };
 
-// ---- sgd_update ----
-struct SgdTensor {
-  void* param;
-  const void* grad;
-  void* momentum_buffer;  // null when momentum == 0
-  int64_t numel;
-  SgdScalars scalars;
+template <typename Rule>
+using UpdateKernel = void (*)(const UpdateCall<Rule>&);
+
+// One update kernel per rule, looked up by the rule's type.
+template <typename... Rules>
+struct UpdateKernels {
+  std::tuple<UpdateKernel<Rules>...> kernels;
+
+  template <typename Rule>
+  void run(const UpdateCall<Rule>& call) const {
+    std::get<UpdateKernel<Rule>>(kernels)(call);
+  }
 };
-struct SgdUpdate {
-  Dtype param_dtype, state_dtype;
-  const SgdTensor* tensors;
-  int64_t count;
-  bool nesterov;
-  GradOptions grad;
-};
+
+// The rules the CPU kernels are built for.
+using CpuUpdateKernels =
+    UpdateKernels<AdamRule<false>, AdamRule<true>, AdaiRule, SgdRule<false>, SgdRule<true>>;
 
 // One build of every kernel for one CPU capability.
 struct Kernels {
@@ -93,10 +69,8 @@ struct Kernels {
   // sums[i]: amsgrad: the sum of the new max_exp_avg_sq of tensor i (not written);
   // otherwise the sum of grad^2 of tensor i, grads not unscaled (the caller divides by
   // grad_scale^2 in double). Deterministic for any thread count.
-  void (*adam_reduce)(const AdamReduce&, double* sums);
-  void (*adam_update)(const AdamUpdate&);
-  void (*adai_update)(const AdaiUpdate&);
-  void (*sgd_update)(const SgdUpdate&);
+  void (*adam_reduce)(const ReduceCall&, double* sums);
+  CpuUpdateKernels update;
 };
 
 namespace capability_default { const Kernels& kernels(); }

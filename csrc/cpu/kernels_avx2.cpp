@@ -1,19 +1,28 @@
 // The CPU kernels built for AVX2 + FMA + F16C, used only where the CPU has them
 // (capability.cpp checks at run time). Only this file's kernel code gets the AVX2 target: the
-// torch and standard headers it shares with the rest of the library are included first, for
-// the baseline target, so no AVX2 copy of a shared inline function can leak into other files.
+// torch and standard headers and swd/dtype_dispatch.h, which it shares with the rest of the
+// library, are included first, for the baseline target, so no AVX2 copy of a shared inline
+// function can leak into other files. The rule headers (swd/rules.h and what it includes)
+// come in with the kernels, under the AVX2 target: a template defined before the target
+// pragma keeps the baseline target when instantiated for AVX2 vectors and cannot inline
+// their operations. Their functions are always inlined (SWD_HD), so no copy is left to leak.
 #if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <tuple>
 #include <vector>
 
 #include <ATen/Parallel.h>
+#include <c10/core/ScalarType.h>
 #include <c10/util/BFloat16.h>
+#include <c10/util/Exception.h>
 #include <c10/util/Half.h>
 #include <c10/util/irange.h>
+
+#include "swd/dtype_dispatch.h"
 
 // at::vec's AVX2 Vectorized, in its own inline namespace at::vec::AVX2
 #define CPU_CAPABILITY AVX2

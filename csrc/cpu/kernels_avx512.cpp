@@ -6,13 +6,18 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <tuple>
 #include <vector>
 
 #include <ATen/Parallel.h>
+#include <c10/core/ScalarType.h>
 #include <c10/util/BFloat16.h>
+#include <c10/util/Exception.h>
 #include <c10/util/Half.h>
 #include <c10/util/irange.h>
+
+#include "swd/dtype_dispatch.h"
 
 // at::vec's AVX-512 Vectorized, in its own inline namespace at::vec::AVX512
 #define CPU_CAPABILITY AVX512

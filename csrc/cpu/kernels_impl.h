@@ -7,10 +7,11 @@
 // list is split into one contiguous share per thread of about equal element count, so small
 // tensors (biases, norms) are spread over threads with the big ones, in one parallel region
 // per op (AdamW(fused) opens one per tensor).
-// Inner loops run on at::vec::Vectorized<float>, two float vectors per step (one 16-bit vector
-// of bf16/fp16 storage), with the operations of swd/rules.h in the same order; the tail of
-// each chunk calls the rules.h functions themselves. (Where FMA is available g++ may fuse a
-// multiply-add, so builds agree to fp32 rounding, not bitwise.)
+// Inner loops run the rules of swd/rules.h on at::vec::Vectorized<float>, two float vectors
+// per step (one 16-bit vector of bf16/fp16 storage); the tail of each chunk runs the same
+// rules on float. The AVX2 and AVX-512 builds contract multiply-adds into FMA instructions
+// (g++'s default -ffp-contract=fast; the portable build has no FMA), so the builds agree to
+// fp32 rounding, not bitwise (docs/design.md §6).
 #ifndef SWD_CPU_NAMESPACE
 #error "define SWD_CPU_NAMESPACE before including kernels_impl.h"
 #endif
@@ -25,6 +26,8 @@
 #include <c10/util/Half.h>
 
 #include "cpu/kernels.h"
+#include "cpu/vec_value_ops.h"
+#include "swd/dtype_dispatch.h"
 #include "swd/rules.h"
 
 namespace swd::cpu::SWD_CPU_NAMESPACE {
@@ -64,40 +67,26 @@ struct Io<float> {
   }
 };
 
-template <typename T>
-inline float to_float(T x) { return static_cast<float>(x); }
-template <typename T>
-inline T from_float(float x) { return static_cast<T>(x); }
-
-// The effective gradient (rules.h effective_grad) on a vector.
-inline Vec effective_grad(Vec g, GradOptions o) {
-  if (o.scaled) g = g / Vec(o.grad_scale);
-  return o.maximize ? g.neg() : g;
-}
-
-// ---------------------------------------------------------------- dtype dispatch ---------
-
-template <typename T>
-struct Type { using type = T; };
-
-template <typename P, typename F>
-void dispatch_state(Dtype state, F&& f) {
-  switch (state) {
-    case Dtype::kFloat: return f(Type<P>{}, Type<float>{});
-    case Dtype::kBFloat16: return f(Type<P>{}, Type<c10::BFloat16>{});
-    case Dtype::kHalf: return f(Type<P>{}, Type<c10::Half>{});
-  }
-}
-
-// Calls f(Type<ParamT>, Type<StateT>) for the storage dtypes.
-template <typename F>
-void dispatch_dtypes(Dtype param, Dtype state, F&& f) {
-  switch (param) {
-    case Dtype::kFloat: return dispatch_state<float>(state, f);
-    case Dtype::kBFloat16: return dispatch_state<c10::BFloat16>(state, f);
-    case Dtype::kHalf: return dispatch_state<c10::Half>(state, f);
-  }
-}
+// One step of the chunk loops: kElements elements as kValues values of type Value, loaded
+// from storage as fp32 and stored back rounded to the storage dtype.
+struct VectorStep {  // the vector loop
+  using Value = Vec;
+  static constexpr int kValues = 2;
+  static constexpr int64_t kElements = kStep;
+  template <typename T>
+  static void load(const T* p, Vec (&out)[kValues]) { Io<T>::load(p, out[0], out[1]); }
+  template <typename T>
+  static void store(T* p, const Vec (&in)[kValues]) { Io<T>::store(p, in[0], in[1]); }
+};
+struct ScalarStep {  // the tail of a chunk
+  using Value = float;
+  static constexpr int kValues = 1;
+  static constexpr int64_t kElements = 1;
+  template <typename T>
+  static void load(const T* p, float (&out)[kValues]) { out[0] = static_cast<float>(*p); }
+  template <typename T>
+  static void store(T* p, const float (&in)[kValues]) { *p = static_cast<T>(in[0]); }
+};
 
 // ---------------------------------------------------------------- work split -------------
 
@@ -152,19 +141,20 @@ struct WorkPlan {
   }
 };
 
+
 // ---------------------------------------------------------------- adam_reduce -----------
 
 // Sum of one chunk: grad^2 (non-amsgrad) or the new vmax (amsgrad), in float vector
 // accumulators over blocks of kBlock elements, each block added to a double.
 template <typename P, typename S, bool kAmsgrad>
-double reduce_chunk(const AdamReduce& a, const ReduceTensor& t, int64_t begin, int64_t end) {
+double reduce_chunk(const ReduceCall& a, const ReduceTensor& t, int64_t begin, int64_t end) {
   constexpr int64_t kBlock = 1024;
   static_assert(kBlock % kStep == 0, "blocks hold whole vector steps");
   const P* g = static_cast<const P*>(t.grad);
   const S* v = static_cast<const S*>(t.exp_avg_sq);
   const S* vmax = static_cast<const S*>(t.max_exp_avg_sq);
   const GradOptions unscale{a.grad.scaled, a.grad.grad_scale, false};
-  const Vec beta2(a.beta2), one_minus_beta2(a.one_minus_beta2);
+  const SecondMoment coefficients = a.second_moment;
   double total = 0.0;
   int64_t i = begin;
   if (!kAmsgrad) {
@@ -203,38 +193,34 @@ double reduce_chunk(const AdamReduce& a, const ReduceTensor& t, int64_t begin, i
         acc_hi = acc_hi + g_hi * g_hi;
         continue;
       }
-      g_lo = effective_grad(g_lo, unscale);
-      g_hi = effective_grad(g_hi, unscale);
       Vec v_lo, v_hi, m_lo, m_hi;
       Io<S>::load(v + i, v_lo, v_hi);
       Io<S>::load(vmax + i, m_lo, m_hi);
-      v_lo = beta2 * v_lo + one_minus_beta2 * g_lo * g_lo;
-      v_hi = beta2 * v_hi + one_minus_beta2 * g_hi * g_hi;
-      acc_lo = acc_lo + Vec::blendv(v_lo, m_lo, m_lo > v_lo);
-      acc_hi = acc_hi + Vec::blendv(v_hi, m_hi, m_hi > v_hi);
+      g_lo = swd::effective_grad(g_lo, unscale);
+      g_hi = swd::effective_grad(g_hi, unscale);
+      acc_lo = acc_lo + swd::new_max_exp_avg_sq(v_lo, m_lo, g_lo, coefficients);
+      acc_hi = acc_hi + swd::new_max_exp_avg_sq(v_hi, m_hi, g_hi, coefficients);
     }
     float lanes[Vec::size()];
     (acc_lo + acc_hi).store(lanes);
     for (float lane : lanes) total += lane;
   }
   for (; i < end; ++i) {
+    const float gi = static_cast<float>(g[i]);
     if (!kAmsgrad) {
-      const float gi = to_float(g[i]);
       total += gi * gi;
       continue;
     }
-    const float gi = swd::effective_grad(to_float(g[i]), unscale.grad_scale, false);
-    const float vi = swd::adam_second_moment(to_float(v[i]), gi, a.beta2, a.one_minus_beta2);
-    const float mi = to_float(vmax[i]);
-    total += mi > vi ? mi : vi;
+    total += swd::new_max_exp_avg_sq(static_cast<float>(v[i]), static_cast<float>(vmax[i]),
+                                     swd::effective_grad(gi, unscale), coefficients);
   }
   return total;
 }
 
-void adam_reduce(const AdamReduce& a, double* sums) {
+void adam_reduce(const ReduceCall& a, double* sums) {
   WorkPlan plan(a.tensors, a.count);
   std::vector<double> partials(plan.chunks.size());
-  dispatch_dtypes(a.param_dtype, a.state_dtype, [&](auto p, auto s) {
+  CpuDtypePairs::dispatch(a.param_dtype, a.state_dtype, [&](auto p, auto s) {
     using P = typename decltype(p)::type;
     using S = typename decltype(s)::type;
     plan.run([&](int64_t c, const Chunk& chunk) {
@@ -247,198 +233,77 @@ void adam_reduce(const AdamReduce& a, double* sums) {
   for (size_t c = 0; c < plan.chunks.size(); ++c) sums[plan.chunks[c].tensor] += partials[c];
 }
 
-// ---------------------------------------------------------------- adam_update -----------
+// ---------------------------------------------------------------- updates ---------------
 
-template <typename P, typename S, bool kAmsgrad>
-void adam_chunk(const AdamUpdate& a, const AdamTensor& t, int64_t begin, int64_t end) {
-  P* p = static_cast<P*>(t.param);
-  const P* g = static_cast<const P*>(t.grad);
-  S* m = static_cast<S*>(t.exp_avg);
-  S* v = static_cast<S*>(t.exp_avg_sq);
-  S* vmax = static_cast<S*>(t.max_exp_avg_sq);
-  const AdamScalars s = t.scalars;
-  const GradOptions grad = a.grad;
-  const Vec one_minus_beta1(s.one_minus_beta1), beta2(s.beta2);
-  const Vec one_minus_beta2(s.one_minus_beta2);
-  const Vec eps(s.eps), decay(s.decay), step_size(s.step_size), sqrt_bc2(s.sqrt_bc2);
-  // the rules of swd::adam_element on one float vector
-  auto element = [&](Vec& pv, Vec gv, Vec& mv, Vec& vv, Vec& vmaxv) {
-    mv = mv + one_minus_beta1 * (gv - mv);
-    vv = beta2 * vv + one_minus_beta2 * gv * gv;
-    Vec v_used = vv;
-    if (kAmsgrad) {
-      vmaxv = Vec::blendv(vv, vmaxv, vmaxv > vv);
-      v_used = vmaxv;
-    }
-    const Vec denom = v_used.sqrt() / sqrt_bc2 + eps;
-    pv = pv * decay - step_size * mv / denom;
-  };
-  int64_t i = begin;
-  for (; i + kStep <= end; i += kStep) {
-    Vec p_lo, p_hi, g_lo, g_hi, m_lo, m_hi, v_lo, v_hi, x_lo, x_hi;
-    Io<P>::load(p + i, p_lo, p_hi);
-    Io<P>::load(g + i, g_lo, g_hi);
-    Io<S>::load(m + i, m_lo, m_hi);
-    Io<S>::load(v + i, v_lo, v_hi);
-    if (kAmsgrad) Io<S>::load(vmax + i, x_lo, x_hi);
-    element(p_lo, effective_grad(g_lo, grad), m_lo, v_lo, x_lo);
-    element(p_hi, effective_grad(g_hi, grad), m_hi, v_hi, x_hi);
-    Io<P>::store(p + i, p_lo, p_hi);
-    Io<S>::store(m + i, m_lo, m_hi);
-    Io<S>::store(v + i, v_lo, v_hi);
-    if (kAmsgrad) Io<S>::store(vmax + i, x_lo, x_hi);
+// Elements [i, i + Step::kElements) of one tensor: load param, grad and the rule's states,
+// apply the rule, store. Forced inline: g++ 12 left 39 of its 45 vector instantiations out of
+// line in the AVX-512 build, a call per vector step that reloads and broadcasts every scalar.
+template <typename Step, typename Rule, typename P, typename S>
+inline __attribute__((always_inline)) void update_step(
+    P* p, const P* g, S* const (&states)[kStateSlots<Rule>],
+    const typename Rule::Scalars& scalars, const GradOptions& grad, int64_t i) {
+  using V = typename Step::Value;
+  constexpr int kStates = Rule::kStates;
+  constexpr int kValues = Step::kValues;
+  V pv[kValues], gv[kValues], sv[kStateSlots<Rule>][kValues];
+  Step::load(p + i, pv);
+  Step::load(g + i, gv);
+  for (int k = 0; k < kStates; ++k) Step::load(states[k] + i, sv[k]);
+  for (int j = 0; j < kValues; ++j) {
+    V state[kStateSlots<Rule>];
+    for (int k = 0; k < kStates; ++k) state[k] = sv[k][j];
+    Rule::element(pv[j], swd::effective_grad(gv[j], grad), state, scalars);
+    for (int k = 0; k < kStates; ++k) sv[k][j] = state[k];
   }
-  for (; i < end; ++i) {
-    float pi = to_float(p[i]), mi = to_float(m[i]), vi = to_float(v[i]);
-    float xi = kAmsgrad ? to_float(vmax[i]) : 0.0f;
-    const float gi = swd::effective_grad(to_float(g[i]), grad.grad_scale, grad.maximize);
-    swd::adam_element(pi, gi, mi, vi, xi, s, kAmsgrad);
-    p[i] = from_float<P>(pi);
-    m[i] = from_float<S>(mi);
-    v[i] = from_float<S>(vi);
-    if (kAmsgrad) vmax[i] = from_float<S>(xi);
-  }
+  Step::store(p + i, pv);
+  for (int k = 0; k < kStates; ++k) Step::store(states[k] + i, sv[k]);
 }
 
-void adam_update(const AdamUpdate& a) {
-  WorkPlan plan(a.tensors, a.count);
-  dispatch_dtypes(a.param_dtype, a.state_dtype, [&](auto p, auto s) {
+// Elements [begin, end) of one tensor: vector steps, then the tail one element at a time.
+// Kept out of line: WorkPlan::run calls it from two places (one thread, or the pool), and
+// inlined there every rule's loops would be compiled twice.
+template <typename Rule, typename P, typename S>
+__attribute__((noinline)) void update_chunk(const UpdateTensor<Rule>& t,
+                                            const GradOptions grad, int64_t begin,
+                                            int64_t end) {
+  // Local copies: the float stores through the tensors' pointers may alias the table's float
+  // scalars, so read through `t` they are reloaded after every store (the AVX-512 AdamS loop
+  // then broadcast 7 scalars from memory every vector step).
+  const typename Rule::Scalars scalars = t.scalars;
+  P* const p = static_cast<P*>(t.param);
+  const P* const g = static_cast<const P*>(t.grad);
+  S* states[kStateSlots<Rule>];
+  for (int k = 0; k < kStateSlots<Rule>; ++k) states[k] = static_cast<S*>(t.states[k]);
+  int64_t i = begin;
+  for (; i + VectorStep::kElements <= end; i += VectorStep::kElements) {
+    update_step<VectorStep, Rule>(p, g, states, scalars, grad, i);
+  }
+  for (; i < end; ++i) update_step<ScalarStep, Rule>(p, g, states, scalars, grad, i);
+}
+
+template <typename Rule>
+void update(const UpdateCall<Rule>& call) {
+  WorkPlan plan(call.tensors, call.count);
+  CpuDtypePairs::dispatch(call.param_dtype, call.state_dtype, [&](auto p, auto s) {
     using P = typename decltype(p)::type;
     using S = typename decltype(s)::type;
     plan.run([&](int64_t, const Chunk& c) {
-      if (a.amsgrad) {
-        adam_chunk<P, S, true>(a, a.tensors[c.tensor], c.begin, c.end);
-      } else {
-        adam_chunk<P, S, false>(a, a.tensors[c.tensor], c.begin, c.end);
-      }
+      update_chunk<Rule, P, S>(call.tensors[c.tensor], call.grad, c.begin, c.end);
     });
   });
 }
 
-// ---------------------------------------------------------------- adai_update -----------
-
-template <typename P, typename S>
-void adai_chunk(const AdaiUpdate& a, const AdaiTensor& t, int64_t begin, int64_t end) {
-  P* p = static_cast<P*>(t.param);
-  const P* g = static_cast<const P*>(t.grad);
-  S* m = static_cast<S*>(t.exp_avg);
-  S* v = static_cast<S*>(t.exp_avg_sq);
-  S* prod = static_cast<S*>(t.beta1_prod);
-  const AdaiScalars s = t.scalars;
-  const GradOptions grad = a.grad;
-  const Vec one(1.0f), beta0(s.beta0), beta2(s.beta2);
-  const Vec one_minus_beta2(s.one_minus_beta2), eps(s.eps);
-  const Vec decay(s.decay), lr(s.lr), bc2(s.bc2), v_bar(s.v_bar);
-  // the rules of swd::adai_element on one float vector
-  auto element = [&](Vec& pv, Vec gv, Vec& mv, Vec& vv, Vec& prodv) {
-    vv = beta2 * vv + one_minus_beta2 * gv * gv;
-    const Vec ratio = s.v_bar > 0.0f ? (vv / bc2) / v_bar : one;
-    Vec one_minus_beta1 = beta0 * ratio;
-    one_minus_beta1 = Vec::blendv(one_minus_beta1, eps, one_minus_beta1 < eps);
-    one_minus_beta1 = Vec::blendv(one_minus_beta1, one, one_minus_beta1 > one);
-    const Vec beta1 = one - one_minus_beta1;
-    prodv = prodv * beta1;
-    mv = beta1 * mv + one_minus_beta1 * gv;
-    pv = pv * decay - lr * mv / (one - prodv);
-  };
-  int64_t i = begin;
-  for (; i + kStep <= end; i += kStep) {
-    Vec p_lo, p_hi, g_lo, g_hi, m_lo, m_hi, v_lo, v_hi, b_lo, b_hi;
-    Io<P>::load(p + i, p_lo, p_hi);
-    Io<P>::load(g + i, g_lo, g_hi);
-    Io<S>::load(m + i, m_lo, m_hi);
-    Io<S>::load(v + i, v_lo, v_hi);
-    Io<S>::load(prod + i, b_lo, b_hi);
-    element(p_lo, effective_grad(g_lo, grad), m_lo, v_lo, b_lo);
-    element(p_hi, effective_grad(g_hi, grad), m_hi, v_hi, b_hi);
-    Io<P>::store(p + i, p_lo, p_hi);
-    Io<S>::store(m + i, m_lo, m_hi);
-    Io<S>::store(v + i, v_lo, v_hi);
-    Io<S>::store(prod + i, b_lo, b_hi);
-  }
-  for (; i < end; ++i) {
-    float pi = to_float(p[i]), mi = to_float(m[i]), vi = to_float(v[i]);
-    float bi = to_float(prod[i]);
-    const float gi = swd::effective_grad(to_float(g[i]), grad.grad_scale, grad.maximize);
-    swd::adai_element(pi, gi, mi, vi, bi, s);
-    p[i] = from_float<P>(pi);
-    m[i] = from_float<S>(mi);
-    v[i] = from_float<S>(vi);
-    prod[i] = from_float<S>(bi);
-  }
-}
-
-void adai_update(const AdaiUpdate& a) {
-  WorkPlan plan(a.tensors, a.count);
-  dispatch_dtypes(a.param_dtype, a.state_dtype, [&](auto p, auto s) {
-    using P = typename decltype(p)::type;
-    using S = typename decltype(s)::type;
-    plan.run([&](int64_t, const Chunk& c) {
-      adai_chunk<P, S>(a, a.tensors[c.tensor], c.begin, c.end);
-    });
-  });
-}
-
-// ---------------------------------------------------------------- sgd_update ------------
-
-template <typename P, typename S>
-void sgd_chunk(const SgdUpdate& a, const SgdTensor& t, int64_t begin, int64_t end) {
-  P* p = static_cast<P*>(t.param);
-  const P* g = static_cast<const P*>(t.grad);
-  S* buf = static_cast<S*>(t.momentum_buffer);
-  const SgdScalars s = t.scalars;
-  const GradOptions grad = a.grad;
-  const bool nesterov = a.nesterov;
-  const bool has_momentum = s.momentum != 0.0f;
-  const Vec lr(s.lr), momentum(s.momentum), one_minus_dampening(s.one_minus_dampening);
-  const Vec decay(s.decay);
-  // the rules of swd::sgd_element on one float vector
-  auto element = [&](Vec& pv, Vec gv, Vec& bufv) {
-    Vec direction = gv;
-    if (has_momentum) {
-      bufv = s.first ? gv : momentum * bufv + one_minus_dampening * gv;
-      direction = nesterov ? gv + momentum * bufv : bufv;
-    }
-    pv = pv * decay - lr * direction;
-  };
-  const bool reads_buf = has_momentum && !s.first;
-  int64_t i = begin;
-  for (; i + kStep <= end; i += kStep) {
-    Vec p_lo, p_hi, g_lo, g_hi, b_lo, b_hi;
-    Io<P>::load(p + i, p_lo, p_hi);
-    Io<P>::load(g + i, g_lo, g_hi);
-    if (reads_buf) Io<S>::load(buf + i, b_lo, b_hi);
-    element(p_lo, effective_grad(g_lo, grad), b_lo);
-    element(p_hi, effective_grad(g_hi, grad), b_hi);
-    Io<P>::store(p + i, p_lo, p_hi);
-    if (has_momentum) Io<S>::store(buf + i, b_lo, b_hi);
-  }
-  for (; i < end; ++i) {
-    float pi = to_float(p[i]);
-    float bi = reads_buf ? to_float(buf[i]) : 0.0f;
-    const float gi = swd::effective_grad(to_float(g[i]), grad.grad_scale, grad.maximize);
-    swd::sgd_element(pi, gi, bi, s, nesterov);
-    p[i] = from_float<P>(pi);
-    if (has_momentum) buf[i] = from_float<S>(bi);
-  }
-}
-
-void sgd_update(const SgdUpdate& a) {
-  WorkPlan plan(a.tensors, a.count);
-  dispatch_dtypes(a.param_dtype, a.state_dtype, [&](auto p, auto s) {
-    using P = typename decltype(p)::type;
-    using S = typename decltype(s)::type;
-    plan.run([&](int64_t, const Chunk& c) {
-      sgd_chunk<P, S>(a, a.tensors[c.tensor], c.begin, c.end);
-    });
-  });
+// This build's update kernel of every rule in kernels.h's table.
+template <typename... Rules>
+UpdateKernels<Rules...> update_kernels(const UpdateKernels<Rules...>&) {
+  return {{&update<Rules>...}};
 }
 
 }  // namespace
 
 const Kernels& kernels() {
-  static const Kernels table{SWD_CPU_CAPABILITY_NAME, adam_reduce, adam_update, adai_update,
-                             sgd_update};
+  static const Kernels table{SWD_CPU_CAPABILITY_NAME, adam_reduce,
+                             update_kernels(CpuUpdateKernels{})};
   return table;
 }
 

@@ -4,8 +4,6 @@
 // order and adds the result to accum. No float atomics: the result is bitwise reproducible.
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-
 #include "cuda/chunk_phases.cuh"
 #include "cuda/host_checks.cuh"
 #include "cuda/ops_cuda.cuh"
@@ -22,7 +20,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
                          double* partials) {
   const int32_t chunk = t.first_chunk[0] + static_cast<int32_t>(blockIdx.x);
   const double sum = reduce_chunk<P, S, kAmsgrad, ReduceTableLists>(
-      t, chunk, grad_scale_of(in.amp.grad_scale), in.beta2);
+      t, chunk, grad_options(in.amp.grad_scale, false), in.beta2);
   if (threadIdx.x == 0) partials[chunk] = sum;
 }
 
@@ -64,52 +62,34 @@ void launch_reduce(const BucketPlan& plan, const ReduceInputs& in, double* parti
 
 }  // namespace
 
-void adam_reduce(at::TensorList grads, at::TensorList exp_avg_sqs,
-                 at::TensorList max_exp_avg_sqs, at::TensorList state_steps,
-                 at::TensorList v_sums, const at::Tensor& accum, double beta2, bool amsgrad,
-                 const OptionalTensor& grad_scale, const OptionalTensor& found_inf) {
-  const char* op = "swd_native::adam_reduce (CUDA)";
-  if (grads.empty()) return;
-  const at::Device device = cuda_device_of(grads, op, "grads");
-  const c10::cuda::CUDAGuard guard(device);
-  std::vector<NamedList> states;
-  if (amsgrad) {
-    states = {{exp_avg_sqs, "exp_avg_sqs"}, {max_exp_avg_sqs, "max_exp_avg_sqs"}};
-  }
-  const at::ScalarType state_dtype =
-      check_bucket(op, {grads, "grads"}, {}, states, state_steps);
-  check_accum(accum, device, op);
-  if (!amsgrad) {
-    check_count(v_sums, grads.size(), op, "v_sums");
-    check_scalar_list(v_sums, at::kDouble, device, op, "v_sums");
-  }
-  const at::Tensor scale = device_scalar(grad_scale, at::kFloat, device, op, "grad_scale");
-  const at::Tensor inf = device_scalar(found_inf, at::kFloat, device, op, "found_inf");
+void adam_reduce(const AdamReduceArgs& a) {
+  if (a.grads.empty()) return;
+  const CheckedCall call(a, "swd_native::adam_reduce (CUDA)", {}, a.grad_scale,
+                         a.found_inf);
 
-  std::vector<at::TensorList> lists = {grads};
-  if (amsgrad) {
-    lists.push_back(exp_avg_sqs);
-    lists.push_back(max_exp_avg_sqs);
+  std::vector<at::TensorList> lists = {a.grads};
+  if (a.amsgrad) {
+    lists.push_back(a.exp_avg_sqs);
+    lists.push_back(a.max_exp_avg_sqs);
   }
-  const BucketPlan plan = plan_bucket(lists, state_steps, amsgrad ? at::TensorList() : v_sums);
+  const BucketPlan plan =
+      plan_bucket(lists, a.state_steps, a.amsgrad ? at::TensorList() : a.v_sums);
   // partials of every chunk, then the share of every tensor
-  const at::Tensor workspace = at::empty({plan.chunks + plan.tensors}, accum.options());
+  const at::Tensor workspace = at::empty({plan.chunks + plan.tensors}, a.accum.options());
   double* partials = workspace.data_ptr<double>();
   double* shares = partials + plan.chunks;
-  const ReduceInputs in{{pointer_or_null<float>(scale), pointer_or_null<float>(inf)},
-                        accum.data_ptr<double>(), beta2, plan.elements, amsgrad};
-  if (amsgrad) {
-    dispatch_dtypes(grads[0].scalar_type(), state_dtype, op, [&](auto param_tag, auto state_tag) {
-      using P = typename decltype(param_tag)::type;
-      using S = typename decltype(state_tag)::type;
+  const ReduceInputs in{call.scalars.amp(), a.accum.data_ptr<double>(), a.beta2, plan.elements,
+                        a.amsgrad};
+  const Bucket& bucket = call.bucket;
+  CudaDtypePairs::dispatch(bucket.param_dtype, bucket.state_dtype, [&](auto p, auto s) {
+    using P = typename decltype(p)::type;
+    using S = typename decltype(s)::type;
+    if (a.amsgrad) {
       launch_reduce<P, S, true>(plan, in, partials, shares);
-    });
-  } else {
-    dispatch_param_dtype(grads[0].scalar_type(), op, [&](auto param_tag) {
-      using P = typename decltype(param_tag)::type;
-      launch_reduce<P, P, false>(plan, in, partials, shares);
-    });
-  }
+    } else {
+      launch_reduce<P, P, false>(plan, in, partials, shares);  // reads no state
+    }
+  });
 }
 
 }  // namespace swd::cuda

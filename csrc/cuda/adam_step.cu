@@ -18,7 +18,6 @@
 
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 
 #include "cuda/chunk_phases.cuh"
 #include "cuda/host_checks.cuh"
@@ -39,20 +38,21 @@ struct StepWorkspace {
 template <typename P, typename S, bool kAmsgrad>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     adam_step_kernel(const __grid_constant__ TensorTable t, const ReduceInputs in,
-                     const typename AdamRule<kAmsgrad>::Hyper hyper, const StepInputs step_in,
-                     const UpdateFlags flags, const StepWorkspace w) {
+                     const AdamHyper hyper, const StepInputs step_in, const UpdateFlags flags,
+                     const StepWorkspace w) {
   namespace cg = cooperative_groups;
   cg::grid_group grid = cg::this_grid();
   const bool skipped = step_skipped(in.amp.found_inf);
-  const float scale = grad_scale_of(in.amp.grad_scale);
+  const swd::GradOptions unscale = grad_options(in.amp.grad_scale, false);
+  const swd::GradOptions grad = grad_options(in.amp.grad_scale, flags.maximize);
   // read before block 0 writes accum (after the second sync)
   const double accum_sum = in.accum[0];
   const double accum_count = in.accum[1];
   const int32_t chunks = t.first_chunk[t.count];
 
   for (int32_t c = blockIdx.x; c < chunks; c += gridDim.x) {
-    const double sum = reduce_chunk<P, S, kAmsgrad, StepTableLists>(
-        t, c, scale, in.beta2);
+    const double sum =
+        reduce_chunk<P, S, kAmsgrad, StepTableLists>(t, c, unscale, in.beta2);
     if (threadIdx.x == 0) w.partials[c] = sum;
   }
   grid.sync();
@@ -80,15 +80,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
 
   if (skipped) return;  // uniform over the grid: no sync follows
   for (int32_t c = blockIdx.x; c < chunks; c += gridDim.x) {
-    update_chunk<AdamRule<kAmsgrad>, P, S>(t, c, w.scalars, scale, flags);
+    update_chunk<AdamRule<kAmsgrad>, P, S>(t, c, w.scalars, grad);
   }
 }
 
 // Launches the cooperative step; false when this device cannot run it co-resident.
 template <typename P, typename S, bool kAmsgrad>
 bool launch_cooperative_step(const BucketPlan& plan, const ReduceInputs& in,
-                             const typename AdamRule<kAmsgrad>::Hyper& hyper,
-                             const StepInputs& step_in, const UpdateFlags& flags,
+                             const AdamHyper& hyper, const StepInputs& step_in, bool maximize,
                              const StepWorkspace& workspace) {
   auto kernel = adam_step_kernel<P, S, kAmsgrad>;
   int blocks_per_sm = 0;
@@ -102,9 +101,9 @@ bool launch_cooperative_step(const BucketPlan& plan, const ReduceInputs& in,
   // cudaLaunchCooperativeKernel takes pointers to (non-const copies of) the arguments
   TensorTable table = plan.tables[0];
   ReduceInputs reduce_in = in;
-  typename AdamRule<kAmsgrad>::Hyper h = hyper;
+  AdamHyper h = hyper;
   StepInputs s = step_in;
-  UpdateFlags f = flags;
+  UpdateFlags f{maximize};
   StepWorkspace w = workspace;
   void* args[] = {&table, &reduce_in, &h, &s, &f, &w};
   const cudaError_t error = cudaLaunchCooperativeKernel(
@@ -128,70 +127,44 @@ bool cooperative_wanted(const at::Device& device) {
 
 }  // namespace
 
-void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-               at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
-               at::TensorList state_steps, at::TensorList v_sums, const at::Tensor& accum,
-               const OptionalTensor& lr_tensor, double lr, double beta1, double beta2,
-               double weight_decay, double eps, double decay_power, double decay_eps,
-               bool amsgrad, bool maximize, const OptionalTensor& grad_scale,
-               const OptionalTensor& found_inf) {
-  const char* op = "swd_native::adam_step (CUDA)";
-  if (params.empty()) return;
-  const at::Device device = cuda_device_of(params, op, "params");
-  const c10::cuda::CUDAGuard guard(device);
+void adam_step(const AdamStepArgs& args) {
+  const AdamUpdateArgs& a = args.update;
+  if (a.params.empty()) return;
+  const CheckedCall call(args, "swd_native::adam_step (CUDA)", a.lr_tensor, a.grad_scale,
+                         a.found_inf);
   auto two_ops = [&] {
-    adam_reduce(grads, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums, accum, beta2,
-                amsgrad, grad_scale, found_inf);
-    adam_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, accum,
-                lr_tensor, lr, beta1, beta2, weight_decay, eps, decay_power, decay_eps,
-                amsgrad, maximize, grad_scale, found_inf);
+    adam_reduce(args.reduce());
+    adam_update(a);
   };
-  if (params.size() > static_cast<size_t>(kTableCapacity) || !cooperative_wanted(device)) {
+  if (a.params.size() > static_cast<size_t>(kTableCapacity) ||
+      !cooperative_wanted(call.bucket.device)) {
     two_ops();
     return;
   }
-  std::vector<NamedList> states = {{exp_avgs, "exp_avgs"}, {exp_avg_sqs, "exp_avg_sqs"}};
-  if (amsgrad) states.push_back({max_exp_avg_sqs, "max_exp_avg_sqs"});
-  const at::ScalarType state_dtype =
-      check_bucket(op, {params, "params"}, {{grads, "grads"}}, states, state_steps);
-  check_accum(accum, device, op);
-  if (!amsgrad) {
-    check_count(v_sums, params.size(), op, "v_sums");
-    check_scalar_list(v_sums, at::kDouble, device, op, "v_sums");
-  }
-  const at::Tensor lr_value = device_lr(lr_tensor, device, op);
-  const at::Tensor scale = device_scalar(grad_scale, at::kFloat, device, op, "grad_scale");
-  const at::Tensor inf = device_scalar(found_inf, at::kFloat, device, op, "found_inf");
-
-  std::vector<at::TensorList> lists = {params, grads, exp_avgs, exp_avg_sqs};
-  if (amsgrad) lists.push_back(max_exp_avg_sqs);
-  const BucketPlan plan = plan_bucket(lists, state_steps, amsgrad ? at::TensorList() : v_sums);
+  std::vector<at::TensorList> lists = {a.params, a.grads, a.exp_avgs, a.exp_avg_sqs};
+  if (a.amsgrad) lists.push_back(a.max_exp_avg_sqs);
+  const BucketPlan plan =
+      plan_bucket(lists, a.state_steps, a.amsgrad ? at::TensorList() : args.v_sums);
   // doubles: partials per chunk, shares per tensor, then the per-tensor scalars
   const int64_t scalar_doubles =
       (plan.tensors * static_cast<int64_t>(sizeof(swd::AdamScalars)) + 7) / 8;
   const at::Tensor workspace =
-      at::empty({plan.chunks + plan.tensors + scalar_doubles}, accum.options());
+      at::empty({plan.chunks + plan.tensors + scalar_doubles}, a.accum.options());
   double* base = workspace.data_ptr<double>();
   const StepWorkspace w{base, base + plan.chunks,
                         reinterpret_cast<swd::AdamScalars*>(base + plan.chunks + plan.tensors)};
-  const AmpInputs amp{pointer_or_null<float>(scale), pointer_or_null<float>(inf)};
-  const ReduceInputs in{amp, accum.data_ptr<double>(), beta2, plan.elements, amsgrad};
-  const StepInputs step_in{lr_f32(lr_value), lr_f64(lr_value), lr, accum.const_data_ptr<double>(),
-                           pointer_or_null<float>(inf)};
-  const UpdateFlags flags{maximize, false};
+  const ReduceInputs in{call.scalars.amp(), a.accum.data_ptr<double>(), a.beta2, plan.elements,
+                        a.amsgrad};
+  const StepInputs step_in = call.scalars.step(a.lr, a.accum.const_data_ptr<double>());
+  const AdamHyper hyper{a.beta1, a.beta2, a.weight_decay, a.eps, a.decay_power, a.decay_eps};
   bool launched = false;
-  dispatch_dtypes(params[0].scalar_type(), state_dtype, op, [&](auto param_tag, auto state_tag) {
-    using P = typename decltype(param_tag)::type;
-    using S = typename decltype(state_tag)::type;
-    if (amsgrad) {
-      const AdamRule<true>::Hyper h{beta1, beta2, weight_decay, eps, decay_power,
-                                             decay_eps};
-      launched = launch_cooperative_step<P, S, true>(plan, in, h, step_in, flags, w);
-    } else {
-      const AdamRule<false>::Hyper h{beta1, beta2, weight_decay, eps, decay_power,
-                                              decay_eps};
-      launched = launch_cooperative_step<P, S, false>(plan, in, h, step_in, flags, w);
-    }
+  const Bucket& bucket = call.bucket;
+  CudaDtypePairs::dispatch(bucket.param_dtype, bucket.state_dtype, [&](auto p, auto s) {
+    using P = typename decltype(p)::type;
+    using S = typename decltype(s)::type;
+    launched = a.amsgrad
+                   ? launch_cooperative_step<P, S, true>(plan, in, hyper, step_in, a.maximize, w)
+                   : launch_cooperative_step<P, S, false>(plan, in, hyper, step_in, a.maximize, w);
   });
   if (!launched) two_ops();
 }

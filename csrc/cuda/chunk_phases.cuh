@@ -4,8 +4,8 @@
 //   reduce_chunk     one chunk's sum of (g/scale)^2, or of max(vmax, v_new) for AMSGradS
 //   finalize_tensor  one tensor's chunk sums -> its v_sum and its share of sum(v_hat)
 //   sum_shares       the fixed-order sum of every tensor's share (no float atomics)
-//   prepare_tensor   one tensor's update scalars (rules.h), and its step advanced
-//   update_chunk     one chunk of the element-wise update (rules.h)
+//   prepare_tensor   one tensor's update scalars (swd/rules.h), and its step advanced
+//   update_chunk     one chunk of the element-wise update, for any rule of swd/rules.h
 // Every sum has a fixed shape: per-thread sums over a fixed index pattern, then a fixed tree,
 // so two runs (or the two paths) give bitwise equal results.
 #pragma once
@@ -154,9 +154,20 @@ __device__ __forceinline__ bool step_skipped(const float* found_inf) {
   return found_inf != nullptr && *found_inf != 0.0f;
 }
 
-__device__ __forceinline__ float grad_scale_of(const float* grad_scale) {
-  return grad_scale != nullptr ? *grad_scale : 1.0f;
+// How the rules see the grads, read once per kernel: divided by grad_scale, or by 1 when none
+// is given. Branching around the divide instead (as the CPU does) raised the stack of the
+// bf16/fp16 adam_step kernels from 40 to 48 and 88 to 96 bytes (cuobjdump -res-usage, sm_90).
+__device__ __forceinline__ swd::GradOptions grad_options(const float* grad_scale,
+                                                         bool maximize) {
+  return {true, grad_scale != nullptr ? *grad_scale : 1.0f, maximize};
 }
+
+// The update kernels' flags. A struct, not a bare bool kernel parameter: with `const bool`
+// ptxas gave update_kernel<AdamRule<true>, float, float> 64 registers and a 16-byte stack
+// instead of 56 and none (sm_90, CUDA 13.0).
+struct UpdateFlags {
+  bool maximize;
+};
 
 // ---------------------------------------------------------------- pass 1 -----------------
 
@@ -170,9 +181,9 @@ struct ReduceLists {
 // One chunk's sum: of (g/scale)^2, or for AMSGradS of max(vmax, beta2*v + (1-beta2)*g^2).
 // Returned to every thread of the block.
 template <typename P, typename S, bool kAmsgrad, typename Lists>
-__device__ double reduce_chunk(const TensorTable& t, int32_t chunk, float scale, double beta2) {
-  const float b2 = static_cast<float>(beta2);
-  const float one_minus_b2 = static_cast<float>(1.0 - beta2);  // as rules.h forms it
+__device__ double reduce_chunk(const TensorTable& t, int32_t chunk,
+                               const swd::GradOptions& unscale, double beta2) {
+  const swd::SecondMoment coefficients = swd::second_moment_coefficients(beta2);
   constexpr int N = pack_width<P>();
   const ChunkRange r = locate(t, chunk);
   const P* g = static_cast<const P*>(t.lists[Lists::grad][r.tensor]) + r.start;
@@ -193,16 +204,15 @@ __device__ double reduce_chunk(const TensorTable& t, int32_t chunk, float scale,
 #pragma unroll
       for (int j = 0; j < N; ++j) {
         if (j < left) {
-          const float ge = swd::effective_grad(gv[j], scale, false);
-          const float v_new = swd::adam_second_moment(vv[j], ge, b2, one_minus_b2);
-          sum += mv[j] > v_new ? mv[j] : v_new;
+          sum += swd::new_max_exp_avg_sq(vv[j], mv[j], swd::effective_grad(gv[j], unscale),
+                                         coefficients);
         }
       }
     } else {
 #pragma unroll
       for (int j = 0; j < N; ++j) {
         if (j < left) {
-          const float ge = swd::effective_grad(gv[j], scale, false);
+          const float ge = swd::effective_grad(gv[j], unscale);
           sum += ge * ge;
         }
       }
@@ -212,8 +222,8 @@ __device__ double reduce_chunk(const TensorTable& t, int32_t chunk, float scale,
 }
 
 // One warp: tensor i's chunk sums (bucket-wide `partials`) -> its sum S of v (non-amsgrad:
-// S = beta2*v_sum + (1-beta2)*sum(g^2), written back unless the step is skipped; AMSGradS:
-// the sum of vmax) -> its share S / (1 - beta2^t) of sum(v_hat), into shares[bucket index].
+// swd::updated_v_sum, written back unless the step is skipped; AMSGradS: the sum of vmax)
+// -> its share of sum(v_hat) (swd::v_hat_sum), into shares[bucket index].
 __device__ __forceinline__ void finalize_tensor(const TensorTable& t, int i, const double* partials,
                                                 double beta2, bool amsgrad, bool skipped,
                                                 double* shares) {
@@ -224,11 +234,10 @@ __device__ __forceinline__ void finalize_tensor(const TensorTable& t, int i, con
   if (lane == 0) {
     double sum_v = s;
     if (!amsgrad) {
-      sum_v = beta2 * *t.v_sums[i] + (1.0 - beta2) * s;
+      sum_v = swd::updated_v_sum(*t.v_sums[i], s, beta2);
       if (!skipped) *t.v_sums[i] = sum_v;
     }
-    const double t_next = static_cast<double>(*t.steps[i]) + 1.0;
-    shares[t.first_tensor + i] = sum_v / swd::one_minus_pow(beta2, t_next);
+    shares[t.first_tensor + i] = swd::v_hat_sum(sum_v, beta2, *t.steps[i]);
   }
 }
 
@@ -238,63 +247,6 @@ __device__ __forceinline__ double sum_shares(const double* shares, int64_t count
   for (int64_t i = threadIdx.x; i < count; i += kThreads) x += shares[i];
   return block_sum(x);
 }
-
-// ---------------------------------------------------------------- update rules -----------
-
-// Each rule: its per-tensor scalars (rules.h), the hyperparameters they are formed from, the
-// state lists after param and grad (table lists 2...), and the element update.
-template <bool kAmsgrad>
-struct AdamRule {
-  using Scalars = swd::AdamScalars;
-  struct Hyper { double beta1, beta2, weight_decay, eps, decay_power, decay_eps; };
-  static constexpr int kStates = kAmsgrad ? 3 : 2;  // exp_avg, exp_avg_sq[, max_exp_avg_sq]
-
-  __device__ static Scalars scalars(const Hyper& h, double lr, double v_bar, float step) {
-    return swd::adam_scalars(lr, h.beta1, h.beta2, h.weight_decay, h.eps,
-                             static_cast<double>(step) + 1.0,
-                             swd::decay_scale(v_bar, h.decay_power, h.decay_eps));
-  }
-  __device__ static void element(float& p, float g, float (&s)[kStates], const Scalars& c,
-                                 bool /*nesterov*/) {
-    if constexpr (kAmsgrad) {
-      swd::adam_element(p, g, s[0], s[1], s[2], c, true);
-    } else {
-      float unused = 0.0f;
-      swd::adam_element(p, g, s[0], s[1], unused, c, false);
-    }
-  }
-};
-
-struct AdaiRule {
-  using Scalars = swd::AdaiScalars;
-  struct Hyper { double beta0, beta2, weight_decay, eps; };
-  static constexpr int kStates = 3;  // exp_avg, exp_avg_sq, beta1_prod
-
-  __device__ static Scalars scalars(const Hyper& h, double lr, double v_bar, float step) {
-    return swd::adai_scalars(lr, h.beta0, h.beta2, h.weight_decay, h.eps,
-                             static_cast<double>(step) + 1.0, v_bar);
-  }
-  __device__ static void element(float& p, float g, float (&s)[kStates], const Scalars& c,
-                                 bool /*nesterov*/) {
-    swd::adai_element(p, g, s[0], s[1], s[2], c);
-  }
-};
-
-template <bool kMomentum>
-struct SgdRule {
-  using Scalars = swd::SgdScalars;
-  struct Hyper { double momentum, dampening, weight_decay; };
-  static constexpr int kStates = kMomentum ? 1 : 0;  // momentum_buffer
-
-  __device__ static Scalars scalars(const Hyper& h, double lr, double /*v_bar*/, float step) {
-    return swd::sgd_scalars(lr, h.momentum, h.dampening, h.weight_decay,
-                            static_cast<double>(step));
-  }
-  __device__ static void element(float& p, float g, float (&s)[kStates > 0 ? kStates : 1],
-                                 const Scalars& c, bool nesterov) {
-    swd::sgd_element(p, g, s[0], c, nesterov);  // s[0] is a dummy without momentum
-  }
-};
 
 // ---------------------------------------------------------------- pass 2 -----------------
 
@@ -311,19 +263,14 @@ __device__ __forceinline__ void prepare_tensor(const TensorTable& t, int i,
   if (!skipped) *step = before + 1.0f;
 }
 
-struct UpdateFlags {
-  bool maximize;
-  bool nesterov;
-};
-
 // One chunk of the update: table lists are param, grad, then the rule's states.
 template <typename Rule, typename P, typename S>
 __device__ void update_chunk(const TensorTable& t, int32_t chunk,
-                             const typename Rule::Scalars* scalars, float scale,
-                             UpdateFlags flags) {
+                             const typename Rule::Scalars* scalars,
+                             const swd::GradOptions& grad) {
   constexpr int N = pack_width<P>();
   constexpr int K = Rule::kStates;
-  constexpr int kSlots = K > 0 ? K : 1;
+  constexpr int kSlots = swd::kStateSlots<Rule>;
   const ChunkRange r = locate(t, chunk);
   const typename Rule::Scalars c = scalars[t.first_tensor + r.tensor];
   P* p = static_cast<P*>(t.lists[0][r.tensor]) + r.start;
@@ -345,8 +292,7 @@ __device__ void update_chunk(const TensorTable& t, int32_t chunk,
       float s[kSlots];
 #pragma unroll
       for (int k = 0; k < kSlots; ++k) s[k] = k < K ? sv[k][j] : 0.0f;
-      Rule::element(pv[j], swd::effective_grad(gv[j], scale, flags.maximize), s, c,
-                    flags.nesterov);
+      Rule::element(pv[j], swd::effective_grad(gv[j], grad), s, c);
 #pragma unroll
       for (int k = 0; k < K; ++k) sv[k][j] = s[k];
     }

@@ -4,10 +4,4 @@
 
 #include "cuda/ops_cuda.cuh"
 
-TORCH_LIBRARY_IMPL(swd_native, CUDA, m) {
-  m.impl("adam_reduce", &swd::cuda::adam_reduce);
-  m.impl("adam_update", &swd::cuda::adam_update);
-  m.impl("adam_step", &swd::cuda::adam_step);
-  m.impl("adai_update", &swd::cuda::adai_update);
-  m.impl("sgd_update", &swd::cuda::sgd_update);
-}
+TORCH_LIBRARY_IMPL(swd_native, CUDA, m) { swd::cuda::register_ops(m); }

@@ -30,13 +30,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
                   const AmpInputs amp, const UpdateFlags flags) {
   if (step_skipped(amp.found_inf)) return;
   update_chunk<Rule, P, S>(t, t.first_chunk[0] + static_cast<int32_t>(blockIdx.x), scalars,
-                           grad_scale_of(amp.grad_scale), flags);
+                           grad_options(amp.grad_scale, flags.maximize));
 }
 
 // Two launches per table of at most kTableCapacity tensors, on the current stream.
 template <typename Rule, typename P, typename S>
 void launch_update(const BucketPlan& plan, const typename Rule::Hyper& hyper,
-                   const StepInputs& inputs, const AmpInputs& amp, UpdateFlags flags,
+                   const StepInputs& inputs, const AmpInputs& amp, bool maximize,
                    const at::TensorOptions& device_options) {
   using Scalars = typename Rule::Scalars;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -50,7 +50,8 @@ void launch_update(const BucketPlan& plan, const typename Rule::Hyper& hyper,
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const int32_t chunks = BucketPlan::table_chunks(table);
     if (chunks > 0) {
-      update_kernel<Rule, P, S><<<chunks, kThreads, 0, stream>>>(table, scalars, amp, flags);
+      update_kernel<Rule, P, S><<<chunks, kThreads, 0, stream>>>(table, scalars, amp,
+                                                                 UpdateFlags{maximize});
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   }

@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch.optim.optimizer import required
 
 from .adams import check_betas
-from .base import STEP_KEY, Bucket, SWDOptimizer, check_range
+from .base import Bucket, SWDOptimizer, check_range
 
 
 class AdaiS(SWDOptimizer):
@@ -14,17 +14,20 @@ class AdaiS(SWDOptimizer):
     from the global mean ``v_bar`` of the bias-corrected second moment; decay is decoupled,
     ``theta *= 1 - lr * weight_decay``. ``betas = (beta0, beta2)``; ``eps`` bounds the inertia
     and must lie in (0, 1). ``lr`` has no default: give it here or in every param group.
+
+    Keyword options shared by all four optimizers: see
+    :class:`swd_kernels.optim.base.SWDOptimizer`.
     """
 
     _initial_values = {"beta1_prod": 1.0}
 
     def __init__(self, params, lr=required, betas=(0.1, 0.99), eps=1e-3, weight_decay=0.0,
-                 *, maximize=False, state_dtype=None, backend="auto"):
+                 *, maximize=False, **options):
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas,
                         eps=eps, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, backend=backend, state_dtype=state_dtype)
+        super().__init__(params, defaults, **options)
 
-    def _validate_group(self, group: dict) -> None:
+    def _check_hyperparameters(self, group: dict) -> None:
         check_range("lr", group["lr"], 0.0)
         check_betas(group["betas"], names=("beta0", "beta2"))
         check_range("eps", group["eps"], 0.0, 1.0,
@@ -37,25 +40,20 @@ class AdaiS(SWDOptimizer):
     def _active_state_keys(self, group: dict) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq", "beta1_prod")
 
+    def _keeps_v_sum(self, group: dict) -> bool:
+        return True
+
     def _run(self, buckets: list[Bucket], grad_scale, found_inf) -> None:
-        calls = []
-        for bucket in buckets:
-            group, device = bucket.group, bucket.device
-            lists = bucket.lists
-            lr_tensor, lr = self._lr_args(group, device)
-            beta0, beta2 = (float(b) for b in group["betas"])
-            calls.append(dict(
-                params=bucket.params, grads=bucket.grads, exp_avgs=lists["exp_avg"],
-                exp_avg_sqs=lists["exp_avg_sq"], beta1_prods=lists["beta1_prod"],
-                state_steps=lists[STEP_KEY], accum=self._accum(device), lr_tensor=lr_tensor,
-                lr=lr, beta0=beta0, beta2=beta2, weight_decay=float(group["weight_decay"]),
-                eps=float(group["eps"]), maximize=bool(group["maximize"]),
-                grad_scale=self._on(grad_scale, device), found_inf=self._on(found_inf, device)))
-        self._global_mean(buckets, [dict(
-            grads=a["grads"], exp_avg_sqs=a["exp_avg_sqs"], max_exp_avg_sqs=[],
-            state_steps=a["state_steps"],
-            v_sums=self._bucket_v_sums(b),
-            accum=a["accum"], beta2=a["beta2"], amsgrad=False, grad_scale=a["grad_scale"],
-            found_inf=a["found_inf"]) for b, a in zip(buckets, calls)])
-        for bucket, a in zip(buckets, calls):
-            self._op(bucket, "adai_update")(**a)
+        calls = [self._arguments(b, grad_scale, found_inf) for b in buckets]
+        self._global_mean(buckets, calls)  # AdamS's reduction, without amsgrad
+        for bucket, arguments in zip(buckets, calls):
+            self._call(bucket, "adai_update", arguments)
+
+    def _family_arguments(self, bucket: Bucket) -> dict:
+        group, lists = bucket.group, bucket.lists
+        beta0, beta2 = (float(b) for b in group["betas"])
+        return dict(
+            exp_avgs=lists["exp_avg"], exp_avg_sqs=lists["exp_avg_sq"],
+            beta1_prods=lists["beta1_prod"], max_exp_avg_sqs=[], amsgrad=False,
+            v_sums=self._bucket_v_sums(bucket), accum=self._accum(bucket.device),
+            beta0=beta0, beta2=beta2, eps=float(group["eps"]))

@@ -1,10 +1,8 @@
 """AdamS and AMSGradS: Adam with stable weight decay, scaled by the global mean of v_hat."""
 from __future__ import annotations
 
-import torch
-
-from .. import ops
-from .base import STEP_KEY, Bucket, SWDOptimizer, check_range
+from .base import Bucket, SWDOptimizer, check_range
+from .decay_watch import DecayWatch
 
 _MOMENTS = ("exp_avg", "exp_avg_sq")
 
@@ -22,20 +20,31 @@ class AdamS(SWDOptimizer):
     Like :class:`torch.optim.AdamW`, but the decoupled decay is divided by the global mean
     of the bias-corrected second moment, taken over every element of every parameter with a
     grad in this step: ``theta *= 1 - lr * weight_decay / (v_bar + decay_eps) ** decay_power``.
-    ``decay_power=0`` is exactly AdamW. ``amsgrad=True`` is AMSGradS. ``state_dtype`` keeps
-    the moments in another dtype than the params (e.g. fp32 state for bf16 params).
-    ``backend`` is ``"auto"``, ``"native"``, ``"triton"`` or ``"torch"``.
+    ``decay_power=0`` is exactly AdamW. ``amsgrad=True`` is AMSGradS.
+
+    ``weight_decay`` lives on the L2/SGD scale, not AdamW's: the decay per step is
+    ``lr * weight_decay / sqrt(v_bar)`` (the paper uses 5e-4 where AdamW uses 0.5);
+    :func:`swd_kernels.weight_decay_from_adamw` converts an AdamW value at a measured
+    ``v_bar``. A step whose decay reaches 1 (the weights would be multiplied by <= 0) is
+    warned about once. The keyword options shared by all four optimizers (``state_dtype``,
+    ``backend``, ``unscale_in_step``, torch's ``foreach``/``fused``/``capturable``/
+    ``differentiable``) are described in :class:`swd_kernels.optim.base.SWDOptimizer`.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-4,
                  amsgrad=False, decay_power=0.5, decay_eps=0.0, *, maximize=False,
-                 state_dtype=None, backend="auto"):
+                 **options):
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas,
                         eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         decay_power=decay_power, decay_eps=decay_eps, maximize=maximize)
-        super().__init__(params, defaults, backend=backend, state_dtype=state_dtype)
+        self._decay_watch = DecayWatch(type(self).__name__)
+        super().__init__(params, defaults, **options)
 
-    def _validate_group(self, group: dict) -> None:
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_decay_watch", DecayWatch(type(self).__name__))
+
+    def _check_hyperparameters(self, group: dict) -> None:
         check_range("lr", group["lr"], 0.0)
         check_betas(group["betas"])
         check_range("eps", group["eps"], 0.0)
@@ -46,35 +55,31 @@ class AdamS(SWDOptimizer):
     def _active_state_keys(self, group: dict) -> tuple[str, ...]:
         return _MOMENTS + (("max_exp_avg_sq",) if group["amsgrad"] else ())
 
+    def _keeps_v_sum(self, group: dict) -> bool:
+        return not group["amsgrad"]  # AMSGradS's max is not linear: it reduces over v itself
+
     def _run(self, buckets: list[Bucket], grad_scale, found_inf) -> None:
         calls = [self._arguments(b, grad_scale, found_inf) for b in buckets]
         if len(buckets) == 1 and self._process_group is None:  # one op (one launch if it can)
             self._accum(buckets[0].device).zero_()
-            self._op(buckets[0], "adam_step")(**calls[0])
-            return
-        reduce_names = ops.ARG_NAMES["adam_reduce"]
-        self._global_mean(buckets, [{k: a[k] for k in reduce_names} for a in calls])
-        for bucket, a in zip(buckets, calls):
-            a.pop("v_sums")
-            self._op(bucket, "adam_update")(**a)
+            self._call(buckets[0], "adam_step", calls[0])
+        else:
+            self._global_mean(buckets, calls)
+            for bucket, arguments in zip(buckets, calls):
+                self._call(bucket, "adam_update", arguments)
+        self._decay_watch.record(self._accum(buckets[0].device), self.param_groups)
 
-    def _arguments(self, bucket: Bucket, grad_scale, found_inf) -> dict:
-        group, device = bucket.group, bucket.device
-        lists = bucket.lists
+    def _family_arguments(self, bucket: Bucket) -> dict:
+        group, lists = bucket.group, bucket.lists
         amsgrad = bool(group["amsgrad"])
-        lr_tensor, lr = self._lr_args(group, device)
         beta1, beta2 = (float(b) for b in group["betas"])
         return dict(
-            params=bucket.params, grads=bucket.grads, exp_avgs=lists["exp_avg"],
-            exp_avg_sqs=lists["exp_avg_sq"],
+            exp_avgs=lists["exp_avg"], exp_avg_sqs=lists["exp_avg_sq"],
             max_exp_avg_sqs=lists["max_exp_avg_sq"] if amsgrad else [],
-            state_steps=lists[STEP_KEY],
             v_sums=[] if amsgrad else self._bucket_v_sums(bucket),
-            accum=self._accum(device), lr_tensor=lr_tensor, lr=lr, beta1=beta1, beta2=beta2,
-            weight_decay=float(group["weight_decay"]), eps=float(group["eps"]),
-            decay_power=float(group["decay_power"]), decay_eps=float(group["decay_eps"]),
-            amsgrad=amsgrad, maximize=bool(group["maximize"]),
-            grad_scale=self._on(grad_scale, device), found_inf=self._on(found_inf, device))
+            accum=self._accum(bucket.device), beta1=beta1, beta2=beta2,
+            eps=float(group["eps"]), decay_power=float(group["decay_power"]),
+            decay_eps=float(group["decay_eps"]), amsgrad=amsgrad)
 
 
 class AMSGradS(AdamS):
@@ -82,7 +87,6 @@ class AMSGradS(AdamS):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-4,
                  amsgrad=True, decay_power=0.5, decay_eps=0.0, *, maximize=False,
-                 state_dtype=None, backend="auto"):
+                 **options):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, decay_power,
-                         decay_eps, maximize=maximize, state_dtype=state_dtype,
-                         backend=backend)
+                         decay_eps, maximize=maximize, **options)

@@ -11,6 +11,11 @@ from torch.optim.optimizer import required
 from .. import backends, distributed, ops
 
 STEP_KEY = "step"
+# The float64 running sum of a tensor's exp_avg_sq (0-dim, on its device) that the reduction
+# keeps by the linear identity. It lives in the state (and so in state_dict), so save -> load
+# -> continue is bitwise the uninterrupted run; a checkpoint without it (torch's AdamW, or a
+# shard of a sharded param, whose local sum a checkpoint can't keep apart) gets it recomputed.
+V_SUM_KEY = "exp_avg_sq_sum"
 
 
 def check_range(name: str, value, low: float, high: float | None = None,
@@ -62,7 +67,6 @@ class Bucket:
     write_back: list = field(default_factory=list)  # (user's tensor, dense working copy)
     copied_grads: bool = False  # a grad was re-laid out to match its param
     lists: dict = field(default_factory=dict)  # state key -> list over the bucket, and steps
-    v_sums: list | None = None  # running sums of exp_avg_sq, where the family keeps them
 
 
 @dataclass
@@ -75,23 +79,48 @@ class Plan:
 
 
 class SWDOptimizer(torch.optim.Optimizer):
-    """Base of AdamS, AMSGradS, SGDS and AdaiS (not used directly)."""
+    """Base of AdamS, AMSGradS, SGDS and AdaiS (not used directly).
 
-    # GradScaler hands over grad_scale and found_inf and skips its own unscale and sync.
+    Keyword options every one of them takes:
+
+    - ``state_dtype``: dtype of the moments (None: the param's), e.g. ``torch.float32`` for
+      bf16 params.
+    - ``backend``: ``"auto"`` (default), ``"native"``, ``"triton"`` or ``"torch"``; the
+      ``SWD_KERNELS_BACKEND`` environment variable wins. ``optimizer.backends`` tells which
+      one runs each (device, dtype).
+    - ``unscale_in_step`` (default True): a GradScaler hands its scale and inf flag to the step,
+      whose kernels unscale the grads they read (``.grad`` is never written) and skip a step
+      with an inf/NaN. False: the scaler unscales ``.grad`` itself first, as for an unfused
+      torch optimizer; Lightning and Fabric need that to clip gradients under AMP.
+    - ``foreach``, ``fused``, ``capturable``: torch's keywords, accepted so that code written
+      for torch's optimizers (timm's factory, ...) runs unchanged. They change nothing: every
+      backend is already multi-tensor and fused, and every step is capturable (no host sync).
+    - ``differentiable``: only False; the kernels update in place outside autograd.
+    """
+
+    # GradScaler hands over grad_scale and found_inf and skips its own unscale and sync
+    # (an instance may say otherwise: ``unscale_in_step=False``).
     _step_supports_amp_scaling = True
 
-    def __init__(self, params, defaults: dict, backend: str = "auto", state_dtype=None):
+    def __init__(self, params, defaults: dict, *, state_dtype=None, backend: str = "auto",
+                 unscale_in_step: bool = True, foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False):
         backends.validate_request(backend)
         if state_dtype is not None and state_dtype not in (torch.float32, torch.float16,
                                                            torch.bfloat16, torch.float64):
             raise TypeError(f"state_dtype must be None (the param's dtype) or a floating "
                             f"dtype such as torch.float32, got {state_dtype!r}")
+        if not isinstance(unscale_in_step, bool):
+            raise TypeError(f"unscale_in_step must be True or False, got {unscale_in_step!r}")
         self.backend = backend
         self.state_dtype = state_dtype
+        self._step_supports_amp_scaling = unscale_in_step
         self._accums: dict[torch.device, torch.Tensor] = {}
-        self._v_sums: dict[torch.Tensor, torch.Tensor] = {}
         self._plan: Plan | None = None
         self._resolved: dict[tuple, str] = {}
+        defaults = dict(defaults, foreach=foreach, fused=fused, capturable=capturable,
+                        differentiable=differentiable)
         super().__init__(params, defaults)
         self._process_group = distributed.group_of(
             p for group in self.param_groups for p in group["params"])
@@ -101,9 +130,25 @@ class SWDOptimizer(torch.optim.Optimizer):
             # import machinery out of a step that torch.compile traces (fullgraph=True)
             self._backend_for(device, dtype)
 
+    @property
+    def backends(self) -> dict[tuple[torch.device, torch.dtype], str]:
+        """Which backend runs the params of each (device, dtype) this optimizer holds
+        (``backend`` is what was asked for, e.g. ``"auto"``)."""
+        return {(device, dtype): self._backend_for(device, dtype)
+                for device, dtype in dict.fromkeys(
+                    (p.device, p.dtype) for group in self.param_groups
+                    for p in group["params"])}
+
     # ----- validation -------------------------------------------------------------------
     def _validate_group(self, group: dict) -> None:
-        """Raise a clear error for a bad hyperparameter of ``group`` (defaults filled in)."""
+        """Raise a clear error for a bad value in ``group`` (defaults filled in)."""
+        if group.get("differentiable"):
+            raise ValueError(f"differentiable=True is not supported: {type(self).__name__}'s "
+                             f"kernels update in place outside autograd. Leave it False.")
+        self._check_hyperparameters(group)
+
+    def _check_hyperparameters(self, group: dict) -> None:
+        """The family's own checks of lr, betas, eps, weight_decay ..."""
         raise NotImplementedError
 
     def add_param_group(self, param_group: dict) -> None:
@@ -112,11 +157,25 @@ class SWDOptimizer(torch.optim.Optimizer):
             self._validate_group(merged)
         params = param_group["params"]
         params = [params] if torch.is_tensor(params) else list(params)
-        for p in params:
-            if torch.is_tensor(p) and (p.is_complex() or not p.is_floating_point()):
-                raise TypeError(f"{type(self).__name__} handles real floating-point "
-                                f"parameters only, got one of dtype {p.dtype}; view complex "
-                                f"parameters as real (torch.view_as_real) to optimize them")
+        name = type(self).__name__
+        for index, p in enumerate(params):
+            if not torch.is_tensor(p):
+                continue
+            if p.is_complex():
+                raise TypeError(f"{name} handles real parameters only, got a complex one "
+                                f"(dtype {p.dtype}); view it as real (torch.view_as_real) to "
+                                f"optimize it")
+            if not p.is_floating_point():
+                raise TypeError(f"{name} handles floating-point parameters only, got one of "
+                                f"dtype {p.dtype} (shape {tuple(p.shape)}); integer tensors "
+                                f"have no gradients: register them as buffers, not "
+                                f"parameters")
+            if any(p is q for q in params[:index]):
+                raise ValueError(f"the same tensor (shape {tuple(p.shape)}) is given twice in "
+                                 f"one param group; {name} would count its step twice. Pass "
+                                 f"each parameter once (e.g. dict.fromkeys(params) keeps the "
+                                 f"first of each, or model.parameters() deduplicates shared "
+                                 f"weights)")
         super().add_param_group(param_group)
 
     def _check_grads(self) -> None:
@@ -156,6 +215,8 @@ class SWDOptimizer(torch.optim.Optimizer):
                 state[key] = torch.full_like(p, self._initial_values.get(key, 0.0),
                                              dtype=self._state_dtype_for(p),
                                              memory_format=torch.preserve_format)
+        if self._keeps_v_sum(group) and state.get(V_SUM_KEY) is None:
+            state[V_SUM_KEY] = distributed.local(state["exp_avg_sq"]).sum(dtype=torch.float64)
 
     def _missing_step(self, state: dict) -> float:
         """The step count of a tensor whose state has no ``step`` (0 on its first step)."""
@@ -165,13 +226,17 @@ class SWDOptimizer(torch.optim.Optimizer):
         """The keys of the param-shaped state tensors ``group``'s options call for."""
         raise NotImplementedError
 
+    def _keeps_v_sum(self, group: dict) -> bool:
+        """Whether ``group``'s reduction uses the running sums of exp_avg_sq."""
+        return False
+
     def _buckets(self) -> list[Bucket]:
         """Group every param with a grad into buckets, creating missing state (after all
         checks, so a bad input changes nothing). The grouping is kept as a plan and reused
         while the same params have grads of the same layout: the step's host time then stays
         near torch's fused AdamW (1,000 tensors: 6.3 ms to build, well under 1 ms to reuse)."""
-        for group in self.param_groups:
-            self._validate_group(group)
+        if torch.compiler.is_compiling():  # a trace keeps no plan: it would guard on it
+            return self._build_buckets()
         with_grad = [p for group in self.param_groups for p in group["params"]
                      if p.grad is not None]
         key = (tuple(map(id, with_grad)),
@@ -192,6 +257,18 @@ class SWDOptimizer(torch.optim.Optimizer):
                 (p.grad.dtype, p.grad.device, p.grad.stride(), p.grad.shape)
                 for p in with_grad])
         return buckets
+
+    def _init_group(self) -> None:
+        """Check the grads and create every missing state. torch.compile runs a method of this
+        name eagerly while it traces a step (as for torch's own optimizers), so the traced
+        step finds its state in place and the first compiled step is the same graph as the
+        later ones."""
+        self._check_grads()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._fill_state(p, group, self.state[p])
+                    self._accum(p.device)
 
     def _build_buckets(self) -> list[Bucket]:
         self._check_grads()
@@ -245,36 +322,27 @@ class SWDOptimizer(torch.optim.Optimizer):
             self._accums[device] = torch.zeros(2, dtype=torch.float64, device=device)
         return self._accums[device]
 
-    def _v_sum(self, p: torch.Tensor, exp_avg_sq: torch.Tensor) -> torch.Tensor:
-        """The running sum of ``p``'s exp_avg_sq (float64, on its device) that the reduction
-        keeps by the linear identity; computed from the state the first time (new state, or
-        after load_state_dict), then kept up to date by the ops."""
-        total = self._v_sums.get(p)
-        if total is None:
-            total = self._v_sums[p] = exp_avg_sq.sum(dtype=torch.float64)
-        return total
-
-    def _bucket_v_sums(self, bucket: Bucket) -> list[torch.Tensor]:
-        if bucket.v_sums is None:
-            bucket.v_sums = [self._v_sum(p, v)
-                             for p, v in zip(bucket.owners, bucket.lists["exp_avg_sq"])]
+    @staticmethod
+    def _bucket_v_sums(bucket: Bucket) -> list[torch.Tensor]:
+        """The bucket's running sums of exp_avg_sq, which the reduction updates in place."""
+        v_sums = [state[V_SUM_KEY] for state, _ in bucket.states]
         if bucket.lists["exp_avg_sq"][0].dtype in (torch.bfloat16, torch.float16):
             # Half-precision state rounds b2*v with a bias (in bf16, 0.999*v rounds back to v),
             # so the identity's exact sum drifts from the stored v the update uses (bf16,
             # b2=0.999: 5% after 1000 steps; AdaiS's inertia reads v_hat / v_bar). Re-read
             # the stored sums every step instead (v >= 0: its L1 norm is its sum).
-            stored = torch._foreach_norm(bucket.lists["exp_avg_sq"], 1, dtype=torch.float32)
-            torch._foreach_copy_(bucket.v_sums, stored)
-        return bucket.v_sums
+            stored = torch._foreach_norm(bucket.lists["exp_avg_sq"], 1, dtype=torch.float64)
+            torch._foreach_copy_(v_sums, stored)
+        return v_sums
 
-    def _global_mean(self, buckets: list[Bucket], reduce_args: list[dict]) -> None:
+    def _global_mean(self, buckets: list[Bucket], arguments: list[dict]) -> None:
         """Pass 1 over every bucket: afterwards each device's accumulator holds the sum of
         v_hat and the element count over all buckets and devices."""
         devices = list(dict.fromkeys(b.device for b in buckets))
         for device in devices:
             self._accum(device).zero_()
-        for bucket, args in zip(buckets, reduce_args):
-            self._op(bucket, "adam_reduce")(**args)
+        for bucket, args in zip(buckets, arguments):
+            self._call(bucket, "adam_reduce", args)
         self._combine_accums(devices)
 
     def _combine_accums(self, devices) -> None:
@@ -287,6 +355,16 @@ class SWDOptimizer(torch.optim.Optimizer):
         if self._process_group is not None:
             for d in devices:
                 distributed.all_reduce_statistics(self._accum(d), self._process_group)
+
+    def vhat_mean(self) -> torch.Tensor:
+        """v_bar of the last step, the global mean of v_hat, as a 0-dim float64 tensor on the
+        first param's device (no host sync: read it when you choose to sync), e.g. for
+        :func:`swd_kernels.weight_decay_from_adamw`."""
+        if not self._accums:
+            raise RuntimeError(f"{type(self).__name__}.vhat_mean() is known after the first "
+                               f"step() with gradients; call it after a step")
+        accum = next(iter(self._accums.values()))
+        return accum[0] / accum[1]
 
     # ----- AMP and the step -------------------------------------------------------------
     def _amp_args(self, grad_scale, found_inf):
@@ -306,14 +384,37 @@ class SWDOptimizer(torch.optim.Optimizer):
 
     @staticmethod
     def _lr_args(group: dict, device) -> tuple:
+        """``(lr_tensor, lr)`` for an op: a tensor lr moves to the device; a float lr stays a
+        float in eager mode, but under torch.compile it becomes a float64 tensor made inside
+        the graph, because a custom op's ``float`` argument specializes on its value (a
+        scheduler's new lr each step would recompile each step)."""
         lr = group["lr"]
         if torch.is_tensor(lr):
             return lr.to(device=device, non_blocking=True).reshape(()), 0.0
+        if torch.compiler.is_compiling():
+            return torch.full((), lr, dtype=torch.float64, device=device), 0.0
         return None, float(lr)
 
-    def _op(self, bucket: Bucket, name: str):
-        """The op ``name`` of the backend that runs the bucket's device and dtypes."""
-        return ops.get(self._backend_for(bucket.device, bucket.dtype), name)
+    def _arguments(self, bucket: Bucket, grad_scale, found_inf) -> dict:
+        """Every argument the family's ops take for ``bucket``, by schema name: the ones all
+        families share, and the family's own (``_family_arguments``)."""
+        group, device = bucket.group, bucket.device
+        lr_tensor, lr = self._lr_args(group, device)
+        return dict(
+            params=bucket.params, grads=bucket.grads, state_steps=bucket.lists[STEP_KEY],
+            lr_tensor=lr_tensor, lr=lr, weight_decay=float(group["weight_decay"]),
+            maximize=bool(group["maximize"]), grad_scale=self._on(grad_scale, device),
+            found_inf=self._on(found_inf, device), **self._family_arguments(bucket))
+
+    def _family_arguments(self, bucket: Bucket) -> dict:
+        """The family's own op arguments for ``bucket`` (state lists, betas ...)."""
+        raise NotImplementedError
+
+    def _call(self, bucket: Bucket, name: str, arguments: dict) -> None:
+        """Run op ``name`` on ``bucket`` with the entries of ``arguments`` its schema names,
+        through the backend that runs the bucket's device and dtypes."""
+        op = ops.get(self._backend_for(bucket.device, bucket.dtype), name)
+        op(**{key: arguments[key] for key in ops.ARG_NAMES[name]})
 
     def _backend_for(self, device, dtype) -> str:
         """Resolved once per (device, param dtype), and again if ``SWD_KERNELS_BACKEND``
@@ -335,6 +436,15 @@ class SWDOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         grad_scale, found_inf = self._amp_args(grad_scale, found_inf)
+        if torch.compiler.is_compiling():
+            self._init_group()
+        else:
+            # Hyperparameters are checked where they are set (constructor, add_param_group)
+            # and here again, since a scheduler, a loaded state dict or the user may change a
+            # group's values between steps; a compiled step skips this, so that it holds no
+            # guard on a value (e.g. reading a CPU tensor lr) that changes every step.
+            for group in self.param_groups:
+                self._validate_group(group)
         buckets = self._buckets()
         if buckets:
             self._run(buckets, grad_scale, found_inf)
@@ -346,13 +456,20 @@ class SWDOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
     # ----- checkpoints ------------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        """torch pickles defaults, state and param groups; the options go along."""
+        return {**super().__getstate__(), "backend": self.backend,
+                "state_dtype": self.state_dtype,
+                "_step_supports_amp_scaling": self._step_supports_amp_scaling}
+
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
+        self.__dict__.setdefault("backend", "auto")
+        self.__dict__.setdefault("state_dtype", None)
         for group in self.param_groups:  # state_dicts from torch or older versions
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
         self.__dict__.setdefault("_accums", {})
-        self.__dict__.setdefault("_v_sums", {})
         self.__dict__.setdefault("_process_group", None)
         self.__dict__.setdefault("_resolved", {})
         self._plan = None
@@ -378,6 +495,12 @@ class SWDOptimizer(torch.optim.Optimizer):
                 if key == STEP_KEY:
                     state[key] = value.to(device=p.device, dtype=torch.float32,
                                           copy=True).reshape(())
+                elif key == V_SUM_KEY:
+                    if distributed.is_sharded(p):  # a rank's own sum: recompute it
+                        state.pop(key, None)
+                    else:
+                        state[key] = value.to(device=p.device, dtype=torch.float64,
+                                              copy=True).reshape(())
                 elif value.is_floating_point():
                     state[key] = value.to(device=p.device, dtype=self._state_dtype_for(p),
                                           copy=True)
@@ -385,5 +508,4 @@ class SWDOptimizer(torch.optim.Optimizer):
 
     def _after_load(self) -> None:
         """Drop what was derived from the old state; the next step recomputes it."""
-        self._v_sums.clear()
         self._plan = None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch.optim.optimizer import required
 
-from .base import STEP_KEY, Bucket, SWDOptimizer, check_range
+from .base import Bucket, SWDOptimizer, check_range
 
 
 class SGDS(SWDOptimizer):
@@ -12,15 +12,18 @@ class SGDS(SWDOptimizer):
     ``theta *= 1 - (1 - dampening) / (1 - momentum) * lr * weight_decay``, then the update of
     :class:`torch.optim.SGD` without its L2 term. With ``momentum=0, weight_decay=0`` it is
     ``torch.optim.SGD``. ``lr`` has no default: give it here or in every param group.
+
+    Keyword options shared by all four optimizers: see
+    :class:`swd_kernels.optim.base.SWDOptimizer`.
     """
 
     def __init__(self, params, lr=required, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, *, maximize=False, state_dtype=None, backend="auto"):
+                 nesterov=False, *, maximize=False, **options):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
-        super().__init__(params, defaults, backend=backend, state_dtype=state_dtype)
+        super().__init__(params, defaults, **options)
 
-    def _validate_group(self, group: dict) -> None:
+    def _check_hyperparameters(self, group: dict) -> None:
         check_range("lr", group["lr"], 0.0)
         check_range("momentum", group["momentum"], 0.0, 1.0)
         check_range("dampening", group["dampening"], 0.0, 1.0, high_inclusive=True)
@@ -37,13 +40,11 @@ class SGDS(SWDOptimizer):
         return 0.0 if state.get("momentum_buffer") is None else 1.0
 
     def _run(self, buckets: list[Bucket], grad_scale, found_inf) -> None:
-        for bucket in buckets:
-            group, device = bucket.group, bucket.device
-            lists = bucket.lists
-            lr_tensor, lr = self._lr_args(group, device)
-            self._op(bucket, "sgd_update")(
-                bucket.params, bucket.grads, lists.get("momentum_buffer", []), lists[STEP_KEY],
-                lr_tensor, lr, float(group["momentum"]), float(group["dampening"]),
-                float(group["weight_decay"]), bool(group["nesterov"]),
-                bool(group["maximize"]), self._on(grad_scale, device),
-                self._on(found_inf, device))
+        for bucket in buckets:  # no reduction: each bucket on its own
+            self._call(bucket, "sgd_update", self._arguments(bucket, grad_scale, found_inf))
+
+    def _family_arguments(self, bucket: Bucket) -> dict:
+        group = bucket.group
+        return dict(momentum_buffers=bucket.lists.get("momentum_buffer", []),
+                    momentum=float(group["momentum"]), dampening=float(group["dampening"]),
+                    nesterov=bool(group["nesterov"]))

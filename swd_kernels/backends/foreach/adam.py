@@ -25,10 +25,12 @@ def adam_reduce(grads, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums, accum,
     bias_correction2 = torch.stack(one_minus_pow(beta2, next_steps(state_steps))).double()
     if amsgrad:
         vmax = _moments(grads, exp_avg_sqs, max_exp_avg_sqs, beta2, amsgrad, grad_scale)
-        # the L1 norm of a nonnegative tensor is its sum
-        sums = torch.stack(torch._foreach_norm(vmax, 1)).double()
+        # the L1 norm of a nonnegative tensor is its sum; summed in float64 like the kernels'
+        # partials (an fp32 sum of n values is off by ~log2(n) ulps, enough to show in AdaiS's
+        # inertia against the oracle)
+        sums = torch.stack(torch._foreach_norm(vmax, 1, dtype=torch.float64))
     else:
-        sq = torch.stack(torch._foreach_norm([g.float() for g in grads], 2)).double() ** 2
+        sq = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float64)) ** 2
         if grad_scale is not None:
             sq = sq / grad_scale.double() ** 2
         old = torch.stack(v_sums)

@@ -1,8 +1,14 @@
-"""The ``triton`` backend: the op contract in Triton multi-tensor kernels.
+"""The ``triton`` backend: the op contract (docs/design.md §4) in Triton multi-tensor kernels.
 
 On CUDA it needs Triton and a GPU. On CPU it runs only in Triton's interpreter
 (``TRITON_INTERPRET=1`` set before Triton is first imported): slow, meant for tests.
 Importing this module without Triton raises ImportError, which the backend registry reports.
+
+Modules: adam.py (adam_reduce, adam_update, adam_step), adai.py (adai_update) and sgd.py
+(sgd_update), each importing only common.py (what the families share), scalars.py (the
+per-tensor scalars and their float64 policy) and chunking.py (chunk layouts and pointer
+tables). Environment: ``SWD_KERNELS_TRITON_ONE_LAUNCH`` (adam.py, read at every ``adam_step``
+on a GPU); ``TRITON_INTERPRET`` is Triton's own, read here only to explain unavailability.
 """
 from __future__ import annotations
 

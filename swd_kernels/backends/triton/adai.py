@@ -1,4 +1,5 @@
-"""AdaiS in Triton: the update pass (its reduction is adam.py's, with amsgrad=False).
+"""AdaiS in Triton: the update pass (docs/design.md §1); its reduction is adam.py's, with
+amsgrad=False (the backend registers adam.adam_reduce for it).
 
 One launch per bucket, program ``c`` on chunk ``c``; the last program to finish advances the
 step counts, after every program has read them.
@@ -8,34 +9,29 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from . import tables
-from .adam import check_device, list_dtype
-from .common import (advance_steps, as_double, chunk_location, global_mean, grad_unscale,
-                     is_last_to_arrive, learning_rate, may_write, one_minus, pow_int,
-                     split_double, tensor_pointer, to_storage)
+from . import chunking
+from .common import (BucketLaunch, chunk_location, element_pointer, finish_update,
+                     global_mean, grad_unscale, learning_rate, list_dtype, load_f32, load_grad,
+                     may_write, second_moment, state_dtype, step_count, store_rounded,
+                     sweep_chunk)
+from .scalars import adai_scalars, as_double, double_args
 
-ROW_P = tl.constexpr(0)
-ROW_G = tl.constexpr(1)
-ROW_M = tl.constexpr(2)
-ROW_V = tl.constexpr(3)
-ROW_PROD = tl.constexpr(4)
-ROW_STEP = tl.constexpr(5)
+# Rows of an AdaiS pointer table.
+ROW_P, ROW_G, ROW_M, ROW_V, ROW_PROD, ROW_STEP = map(tl.constexpr, range(6))
 
 
 @triton.jit
-def adai_block(p_ptr, g_ptr, m_ptr, v_ptr, prod_ptr, offs, mask, unscale, decay, lr32,
-               bias_correction2, v_bar, beta0, beta2, one_minus_beta2, eps,
-               MAXIMIZE: tl.constexpr,
-               P_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr):
-    p = tl.load(p_ptr + offs, mask=mask, other=0).to(tl.float32)
-    g = tl.div_rn(tl.load(g_ptr + offs, mask=mask, other=0).to(tl.float32), unscale)
-    if MAXIMIZE:
-        g = -g
-    m = tl.load(m_ptr + offs, mask=mask, other=0).to(tl.float32)
-    v = tl.load(v_ptr + offs, mask=mask, other=0).to(tl.float32)
-    prod = tl.load(prod_ptr + offs, mask=mask, other=1).to(tl.float32)
-    # rules.h adai_element
-    v = beta2 * v + one_minus_beta2 * g * g
+def adai_rule(offs, mask, args, FLAGS: tl.constexpr):
+    """rules.h ``adai_element`` on one block, in the same operation order."""
+    (p_ptr, g_ptr, m_ptr, v_ptr, prod_ptr, unscale, decay, lr, bias_correction2, v_bar,
+     beta0, beta2, one_minus_beta2, eps) = args
+    MAXIMIZE: tl.constexpr = FLAGS[0]
+    p = load_f32(p_ptr, offs, mask)
+    g = load_grad(g_ptr, offs, mask, unscale, MAXIMIZE)
+    m = load_f32(m_ptr, offs, mask)
+    v = load_f32(v_ptr, offs, mask)
+    prod = load_f32(prod_ptr, offs, mask, 1)
+    v = second_moment(v, g, beta2, one_minus_beta2)
     ratio = tl.where(v_bar > 0.0, tl.div_rn(tl.div_rn(v, bias_correction2), v_bar), 1.0)
     # beta1 = clamp(1 - beta0 * ratio, 0, 1 - eps), formed through 1 - beta1 itself: at the
     # bound 1 - beta1 = eps exactly, where fp32 1 - (1 - eps) would be off
@@ -45,52 +41,18 @@ def adai_block(p_ptr, g_ptr, m_ptr, v_ptr, prod_ptr, offs, mask, unscale, decay,
     beta1 = 1.0 - one_minus_beta1
     prod = prod * beta1
     m = beta1 * m + one_minus_beta1 * g
-    p = p * decay - tl.div_rn(lr32 * m, 1.0 - prod)
-    tl.store(p_ptr + offs, to_storage(p, P_DTYPE), mask=mask)
-    tl.store(m_ptr + offs, to_storage(m, S_DTYPE), mask=mask)
-    tl.store(v_ptr + offs, to_storage(v, S_DTYPE), mask=mask)
-    tl.store(prod_ptr + offs, to_storage(prod, S_DTYPE), mask=mask)
-
-
-@triton.jit
-def adai_update_chunk(
-        table, n_tensors, chunk_tensor, chunk_start, numels, chunk, v_bar64, lr64, unscale,
-        write, beta0, beta2, beta2_lo, weight_decay, eps, MAXIMIZE: tl.constexpr,
-        P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
-        ALIGNED: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
-    index, start, count = chunk_location(chunk_tensor, chunk_start, numels, chunk, CHUNK)
-    step_ptr = tl.load(table + ROW_STEP * n_tensors + index).to(tl.pointer_type(tl.float32))
-    t = tl.load(step_ptr).to(tl.float64) + 1.0
-    # the per-tensor scalars of rules.h adai_scalars, in float64, then fp32
-    decay = (1.0 - lr64 * tl.cast(weight_decay, tl.float64)).to(tl.float32)
-    lr32 = lr64.to(tl.float32)
-    bias_correction2 = (1.0 - pow_int(as_double(beta2, beta2_lo), t)).to(tl.float32)
-    v_bar = v_bar64.to(tl.float32)
-    one_minus_beta2 = one_minus(beta2, beta2_lo)
-
-    p_ptr = tensor_pointer(table, ROW_P, n_tensors, index, P_DTYPE, ALIGNED) + start
-    g_ptr = tensor_pointer(table, ROW_G, n_tensors, index, G_DTYPE, ALIGNED) + start
-    m_ptr = tensor_pointer(table, ROW_M, n_tensors, index, S_DTYPE, ALIGNED) + start
-    v_ptr = tensor_pointer(table, ROW_V, n_tensors, index, S_DTYPE, ALIGNED) + start
-    prod_ptr = tensor_pointer(table, ROW_PROD, n_tensors, index, S_DTYPE, ALIGNED) + start
-    full = count // BLOCK * BLOCK
-    for offset in range(0, full, BLOCK):
-        offs = offset + tl.arange(0, BLOCK)
-        adai_block(p_ptr, g_ptr, m_ptr, v_ptr, prod_ptr, offs,
-                   (tl.arange(0, BLOCK) < BLOCK) & (write != 0), unscale, decay, lr32,
-                   bias_correction2, v_bar, beta0, beta2, one_minus_beta2, eps, MAXIMIZE,
-                   P_DTYPE, S_DTYPE)
-    if full < count:
-        offs = full + tl.arange(0, BLOCK)
-        adai_block(p_ptr, g_ptr, m_ptr, v_ptr, prod_ptr, offs, (offs < count) & (write != 0),
-                   unscale, decay, lr32, bias_correction2, v_bar, beta0, beta2,
-                   one_minus_beta2, eps, MAXIMIZE, P_DTYPE, S_DTYPE)
+    p = p * decay - tl.div_rn(lr * m, 1.0 - prod)
+    store_rounded(p_ptr, offs, p, mask)
+    store_rounded(m_ptr, offs, m, mask)
+    store_rounded(v_ptr, offs, v, mask)
+    store_rounded(prod_ptr, offs, prod, mask)
 
 
 @triton.jit
 def adai_update_kernel(
-        table, n_tensors, chunk_tensor, chunk_start, numels, n_chunks, counter, accum,
-        lr_tensor, grad_scale, found_inf, lr, beta0, beta2, beta2_lo, weight_decay, eps,
+        pointer_table, n_tensors, chunk_tensor, chunk_start, numels, n_chunks, counter, accum,
+        lr_tensor, grad_scale, found_inf, lr, lr_lo, beta0, beta2, beta2_lo, weight_decay,
+        weight_decay_lo, eps,
         HAS_LR_TENSOR: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
         HAS_FOUND_INF: tl.constexpr, MAXIMIZE: tl.constexpr, P_DTYPE: tl.constexpr,
         G_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr, ALIGNED: tl.constexpr,
@@ -98,14 +60,22 @@ def adai_update_kernel(
     chunk = tl.program_id(0)
     write = may_write(found_inf, HAS_FOUND_INF)
     if chunk < n_chunks:
-        adai_update_chunk(
-            table, n_tensors, chunk_tensor, chunk_start, numels, chunk,
-            global_mean(accum, False), learning_rate(lr_tensor, lr, HAS_LR_TENSOR),
-            grad_unscale(grad_scale, HAS_GRAD_SCALE), write, beta0, beta2, beta2_lo,
-            weight_decay, eps, MAXIMIZE, P_DTYPE, G_DTYPE, S_DTYPE, ALIGNED, CHUNK, BLOCK)
-    if is_last_to_arrive(counter):
-        if write:
-            advance_steps(table, ROW_STEP, n_tensors, TENSOR_TILE)
+        index, start, count = chunk_location(chunk_tensor, chunk_start, numels, chunk, CHUNK)
+        t = step_count(pointer_table, ROW_STEP, n_tensors, index).to(tl.float64) + 1.0
+        decay, lr32, bias_correction2, v_bar, one_minus_beta2 = adai_scalars(
+            learning_rate(lr_tensor, lr, lr_lo, HAS_LR_TENSOR), t, global_mean(accum, False),
+            as_double(beta2, beta2_lo), as_double(weight_decay, weight_decay_lo))
+        args = (
+            element_pointer(pointer_table, ROW_P, n_tensors, index, start, P_DTYPE, ALIGNED),
+            element_pointer(pointer_table, ROW_G, n_tensors, index, start, G_DTYPE, ALIGNED),
+            element_pointer(pointer_table, ROW_M, n_tensors, index, start, S_DTYPE, ALIGNED),
+            element_pointer(pointer_table, ROW_V, n_tensors, index, start, S_DTYPE, ALIGNED),
+            element_pointer(pointer_table, ROW_PROD, n_tensors, index, start, S_DTYPE,
+                            ALIGNED),
+            grad_unscale(grad_scale, HAS_GRAD_SCALE), decay, lr32, bias_correction2, v_bar,
+            beta0, beta2, one_minus_beta2, eps)
+        sweep_chunk(adai_rule, args, (MAXIMIZE,), count, write, False, BLOCK)
+    finish_update(counter, write, pointer_table, ROW_STEP, n_tensors, TENSOR_TILE)
 
 
 def adai_update(params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps, accum,
@@ -113,25 +83,11 @@ def adai_update(params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps, 
                 found_inf):
     if not params:
         return
-    check_device(accum.device, lr_tensor=lr_tensor, grad_scale=grad_scale, found_inf=found_inf)
-    layout = tables.layout_for(grads)
-    table, aligned = tables.pointer_table(
-        layout, [params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps],
-        element_rows=ROW_STEP.value)
-    state_dtype = list_dtype(exp_avg_sqs, "exp_avg_sqs")
-    for name, tensors in (("exp_avgs", exp_avgs), ("beta1_prods", beta1_prods)):
-        if list_dtype(tensors, name) != state_dtype:
-            raise TypeError(f"{name} must have the dtype of exp_avg_sqs ({state_dtype})")
-    beta2_hi, beta2_lo = split_double(beta2)
-    adai_update_kernel[(max(layout.n_chunks, 1),)](
-        table, layout.n_tensors, layout.chunk_tensor, layout.chunk_start, layout.numels,
-        layout.n_chunks, layout.counters[tables.UPDATE_COUNTER:], accum,
-        accum if lr_tensor is None else lr_tensor,
-        accum if grad_scale is None else grad_scale,
-        accum if found_inf is None else found_inf,
-        float(lr), float(beta0), beta2_hi, beta2_lo, float(weight_decay), float(eps),
-        HAS_LR_TENSOR=lr_tensor is not None, HAS_GRAD_SCALE=grad_scale is not None,
-        HAS_FOUND_INF=found_inf is not None, MAXIMIZE=bool(maximize),
-        P_DTYPE=list_dtype(params, "params"), G_DTYPE=list_dtype(grads, "grads"),
-        S_DTYPE=state_dtype, ALIGNED=aligned, CHUNK=layout.chunk, BLOCK=tables.BLOCK,
-        TENSOR_TILE=tables.TENSOR_TILE)
+    launch = BucketLaunch([params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps],
+                          ROW_STEP.value, grads, accum, lr_tensor=lr_tensor,
+                          grad_scale=grad_scale, found_inf=found_inf)
+    adai_update_kernel[launch.grid](
+        **launch.args, counter=launch.counter(chunking.UPDATE_COUNTER), accum=accum,
+        **double_args(lr=lr, beta2=beta2, weight_decay=weight_decay), beta0=float(beta0),
+        eps=float(eps), MAXIMIZE=bool(maximize), P_DTYPE=list_dtype(params, "params"),
+        S_DTYPE=state_dtype(exp_avg_sqs, exp_avgs=exp_avgs, beta1_prods=beta1_prods))

@@ -1,69 +1,92 @@
-"""Triton pieces every optimizer kernel shares: reaching a tensor through the pointer table,
-locating a chunk, runtime scalars read from device memory, the last-arrival pattern, and the
-per-tensor step counts.
+"""What every optimizer family's kernels and launchers share (adam.py, adai.py and sgd.py
+import from here and from scalars.py, never from each other).
+
+Device side: reaching a chunk's elements through the pointer table, the sweep over a chunk
+(whole blocks unmasked, then the masked tail), loading the effective gradient, the second
+moment, storage rounding, runtime scalars read from device memory, the last-arrival pattern
+and the per-tensor step counts. Host side: dtype and device checks and the launch arguments
+every kernel takes.
 
 Hyperparameters are runtime values throughout (never ``tl.constexpr``: a new lr must not
 recompile); only structure (dtypes, flags such as amsgrad, tile sizes) is constexpr.
 """
 from __future__ import annotations
 
-import struct
-
 import torch
 import triton
 import triton.language as tl
+
+from . import chunking
 
 TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16,
              torch.bfloat16: tl.bfloat16, torch.float64: tl.float64}
 
 
-_FLOAT32 = struct.Struct("f")
+# ------------------------------------------------------------------ host ---------------------
+
+def list_dtype(tensors, name: str):
+    """The Triton dtype shared by every tensor of one list (None for an empty list)."""
+    if not tensors:
+        return None
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) != 1 or tensors[0].dtype not in TL_DTYPES:
+        raise TypeError(f"the triton backend needs every tensor of {name} in one floating "
+                        f"dtype of {list(TL_DTYPES)}, got {sorted(map(str, dtypes))}")
+    return TL_DTYPES[tensors[0].dtype]
 
 
-def split_double(x: float) -> tuple[float, float]:
-    """``x`` as two fp32 kernel arguments whose sum keeps ~48 bits (Triton passes Python
-    floats as fp32); the kernel rebuilds the double with ``as_double(hi, lo)``."""
-    hi = _FLOAT32.unpack(_FLOAT32.pack(x))[0]  # x rounded to the nearest fp32
-    return hi, float(x - hi)
+def state_dtype(exp_avg_sqs, **same_dtype_lists):
+    """The state dtype (that of ``exp_avg_sqs``), checking that every other non-empty state
+    list has it too."""
+    dtype = list_dtype(exp_avg_sqs, "exp_avg_sqs")
+    for name, tensors in same_dtype_lists.items():
+        if tensors and list_dtype(tensors, name) != dtype:
+            raise TypeError(f"{name} must have the dtype of exp_avg_sqs ({dtype})")
+    return dtype
 
 
-@triton.jit
-def as_double(hi, lo):
-    return tl.cast(hi, tl.float64) + tl.cast(lo, tl.float64)
+def check_device(device, **optional) -> None:
+    for name, value in optional.items():
+        if value is not None and value.device != device:
+            raise RuntimeError(f"{name} must be on the bucket's device {device}, got "
+                               f"{value.device}: move it there (asynchronously) before the step")
 
 
-@triton.jit
-def one_minus(hi, lo):
-    """``1 - x`` formed in float64 from ``x``'s hi/lo pair, then fp32, as rules.h forms
-    ``one_minus_beta1`` etc.: in fp32, 1 - 0.999 is off by 1.3e-5 relative, enough to fail the
-    fp32 oracle."""
-    return (1.0 - as_double(hi, lo)).to(tl.float32)
+def optional_args(stand_in, **optional) -> dict:
+    """Kernel arguments for optional input tensors: each ``name`` becomes the tensor (or
+    ``stand_in``, never read, when it is None) and a ``HAS_NAME`` flag."""
+    args = {}
+    for name, tensor in optional.items():
+        args[name] = stand_in if tensor is None else tensor
+        args[f"HAS_{name.upper()}"] = tensor is not None
+    return args
 
 
-@triton.jit
-def to_storage(x, DTYPE: tl.constexpr):
-    """fp32 ``x`` rounded to nearest even in the storage dtype ``DTYPE``. bf16 is rounded by
-    hand because Triton's CPU interpreter truncates fp32 -> bf16 (and its "rtne" mode drops
-    the carry into the exponent), which biases every bf16 step; the hand rounding is bitwise
-    what the GPU's cvt.rn.bf16.f32 gives, so the CPU tests check the GPU's arithmetic."""
-    if DTYPE == tl.bfloat16:
-        bits = x.to(tl.uint32, bitcast=True)
-        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # ties go to the even bf16
-        rounded = tl.where(x != x, 0x7FC0, rounded)  # NaN stays NaN (the add could carry it)
-        y = rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    else:
-        y = x.to(DTYPE)
-    return y
+class BucketLaunch:
+    """What every launch over one bucket needs: its chunk layout, its pointer table (one row
+    per list of ``rows``; the first ``element_rows`` are walked element by element), the
+    grid, and the kernel arguments every kernel takes (``args``), the optional tensors among
+    them (stood in for by ``stand_in`` when absent)."""
+
+    def __init__(self, rows, element_rows: int, grads, stand_in, **optional):
+        check_device(stand_in.device, **optional)
+        self.layout = chunking.chunk_layout(grads)
+        pointer_table, aligned = chunking.pointer_table(self.layout, rows, element_rows)
+        self.grid = (max(self.layout.n_chunks, 1),)
+        self.args = dict(
+            pointer_table=pointer_table, n_tensors=self.layout.n_tensors,
+            chunk_tensor=self.layout.chunk_tensor, chunk_start=self.layout.chunk_start,
+            numels=self.layout.numels, n_chunks=self.layout.n_chunks,
+            G_DTYPE=list_dtype(grads, "grads"), ALIGNED=aligned, CHUNK=self.layout.chunk,
+            BLOCK=chunking.BLOCK, TENSOR_TILE=chunking.TENSOR_TILE,
+            **optional_args(stand_in, **optional))
+
+    def counter(self, slot: int) -> torch.Tensor:
+        """The layout's arrival counter ``slot`` (``chunking.UPDATE_COUNTER`` etc.)."""
+        return self.layout.counters[slot:]
 
 
-@triton.jit
-def tensor_pointer(table, row, n_tensors, index, DTYPE: tl.constexpr, ALIGNED: tl.constexpr):
-    """Typed pointer to tensor ``index`` of list ``row`` (index may be a scalar or a block)."""
-    ptr = tl.load(table + row * n_tensors + index).to(tl.pointer_type(DTYPE))
-    if ALIGNED:
-        ptr = tl.multiple_of(ptr, 16)
-    return ptr
-
+# ------------------------------------------------------------------ device: reaching data ----
 
 @triton.jit
 def chunk_location(chunk_tensor, chunk_start, numels, chunk, CHUNK: tl.constexpr):
@@ -75,46 +98,139 @@ def chunk_location(chunk_tensor, chunk_start, numels, chunk, CHUNK: tl.constexpr
 
 
 @triton.jit
-def pow_int(base, exponent):
-    """``base ** exponent`` in float64 for whole exponents in [0, 2^32) by squaring (step counts
-    are whole numbers; no libdevice, so the interpreter runs it too)."""
-    e = exponent.to(tl.int64)
-    result = tl.zeros_like(exponent).to(tl.float64) + 1.0  # shaped like the exponent
-    power = result * base
-    for _ in range(32):
-        result = tl.where((e & 1) != 0, result * power, result)
-        power = power * power
-        e = e >> 1
-    return result
+def element_pointer(pointer_table, row, n_tensors, index, start, DTYPE: tl.constexpr,
+                    ALIGNED: tl.constexpr):
+    """Typed pointer to element ``start`` of tensor ``index`` of list ``row``."""
+    ptr = tl.load(pointer_table + row * n_tensors + index).to(tl.pointer_type(DTYPE))
+    if ALIGNED:
+        ptr = tl.multiple_of(ptr, 16)
+    return ptr + start
 
 
 @triton.jit
-def learning_rate(lr_tensor, lr, HAS_LR_TENSOR: tl.constexpr):
-    """lr as float64: the device tensor when given, else the scalar argument."""
+def step_count(pointer_table, row, n_tensors, index):
+    """``state_steps[index]`` (fp32) of one tensor; list ``row`` holds the steps."""
+    return tl.load(element_pointer(pointer_table, row, n_tensors, index, 0, tl.float32, False))
+
+
+@triton.jit
+def scalar_pointers(pointer_table, row, n_tensors, index, inside, DTYPE: tl.constexpr):
+    """Typed pointers to the 0-dim tensors ``index`` (a block, masked by ``inside``) of list
+    ``row``: step counts, ``v_sums``."""
+    address = tl.load(pointer_table + row * n_tensors + index, mask=inside, other=0)
+    return address.to(tl.pointer_type(DTYPE))
+
+
+@triton.jit
+def sweep_chunk(RULE: tl.constexpr, args, FLAGS: tl.constexpr, count, write,
+                SUM: tl.constexpr, BLOCK: tl.constexpr):
+    """Apply the block rule ``RULE(offs, mask, args, FLAGS)`` to a chunk's ``count``
+    elements: whole blocks unmasked (lets the compiler vectorize), then the masked tail.
+    ``write`` (False after a found_inf) masks every element. With ``SUM`` the rule returns a
+    [BLOCK] fp32 value, summed here in a fixed order (docs/design.md §6) and returned in
+    float64; an update rule returns nothing, and this returns 0.0."""
+    acc = tl.zeros([BLOCK], tl.float32)
+    full = count // BLOCK * BLOCK
+    for offset in range(0, full, BLOCK):
+        offs = offset + tl.arange(0, BLOCK)
+        mask = (tl.arange(0, BLOCK) < BLOCK) & (write != 0)
+        if SUM:
+            acc += RULE(offs, mask, args, FLAGS)
+        else:
+            RULE(offs, mask, args, FLAGS)
+    if full < count:
+        offs = full + tl.arange(0, BLOCK)
+        mask = (offs < count) & (write != 0)
+        if SUM:
+            acc += RULE(offs, mask, args, FLAGS)
+        else:
+            RULE(offs, mask, args, FLAGS)
+    if SUM:
+        total = tl.sum(acc, axis=0).to(tl.float64)
+    else:
+        total = 0.0
+    return total
+
+
+# ------------------------------------------------------------------ device: element pieces ---
+
+@triton.jit
+def load_f32(ptr, offs, mask, other=0):
+    return tl.load(ptr + offs, mask=mask, other=other).to(tl.float32)
+
+
+@triton.jit
+def load_grad(g_ptr, offs, mask, unscale, MAXIMIZE: tl.constexpr):
+    """The gradient the rules see (rules.h ``effective_grad``): unscaled (GradScaler) and
+    negated under maximize. The user's grad is never written."""
+    g = tl.div_rn(load_f32(g_ptr, offs, mask), unscale)
+    if MAXIMIZE:
+        g = -g
+    return g
+
+
+@triton.jit
+def second_moment(v, g, beta2, one_minus_beta2):
+    """The new second moment (rules.h ``adam_second_moment``), for AdamS, AMSGradS's pass 1
+    and AdaiS."""
+    return beta2 * v + one_minus_beta2 * g * g
+
+
+@triton.jit
+def to_storage(x, DTYPE: tl.constexpr):
+    """fp32 ``x`` rounded to nearest even in the storage dtype ``DTYPE``. bf16 is rounded by
+    hand because Triton's CPU interpreter truncates fp32 -> bf16 (and its "rtne" mode drops
+    the carry into the exponent), which biases every bf16 step. The hand rounding is bitwise
+    the GPU's cvt.rn.bf16.f32, so the interpreter and the GPU round alike; the fp32 values
+    being rounded may still differ between them by FMA contraction (docs/design.md §6)."""
+    if DTYPE == tl.bfloat16:
+        bits = x.to(tl.uint32, bitcast=True)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # ties go to the even bf16
+        rounded = tl.where(x != x, 0x7FC0, rounded)  # NaN stays NaN (the add could carry it)
+        y = rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        y = x.to(DTYPE)
+    return y
+
+
+@triton.jit
+def store_rounded(ptr, offs, x, mask):
+    """Store fp32 ``x`` at ``ptr + offs``, rounded to ``ptr``'s storage dtype."""
+    tl.store(ptr + offs, to_storage(x, ptr.dtype.element_ty), mask=mask)
+
+
+# ------------------------------------------------------------------ device: runtime inputs ---
+
+@triton.jit
+def learning_rate(lr_tensor, lr, lr_lo, HAS_LR_TENSOR: tl.constexpr):
+    """lr as float64: the device tensor when given, else the double scalar argument."""
     if HAS_LR_TENSOR:
         value = tl.load(lr_tensor).to(tl.float64)
     else:
-        value = tl.cast(lr, tl.float64)
+        value = tl.cast(lr, tl.float64) + tl.cast(lr_lo, tl.float64)
+    return value
+
+
+@triton.jit
+def optional_input(tensor, default, HAS_TENSOR: tl.constexpr):
+    """The fp32 value of an optional 0-dim input tensor, ``default`` when it is absent."""
+    if HAS_TENSOR:
+        value = tl.load(tensor).to(tl.float32)
+    else:
+        value = tl.full((), default, tl.float32)
     return value
 
 
 @triton.jit
 def grad_unscale(grad_scale, HAS_GRAD_SCALE: tl.constexpr):
-    if HAS_GRAD_SCALE:
-        value = tl.load(grad_scale).to(tl.float32)
-    else:
-        value = tl.full((), 1.0, tl.float32)
-    return value
+    """The GradScaler's scale, which every grad is divided by (1 without one)."""
+    return optional_input(grad_scale, 1.0, HAS_GRAD_SCALE)
 
 
 @triton.jit
 def may_write(found_inf, HAS_FOUND_INF: tl.constexpr):
     """False when a GradScaler found inf/NaN grads: the step then writes nothing."""
-    if HAS_FOUND_INF:
-        value = tl.load(found_inf).to(tl.float32) == 0
-    else:
-        value = tl.full((), 1, tl.int1)
-    return value
+    return optional_input(found_inf, 0.0, HAS_FOUND_INF) == 0
 
 
 @triton.jit
@@ -124,6 +240,8 @@ def global_mean(accum, VOLATILE: tl.constexpr):
     count = tl.load(accum + 1, volatile=VOLATILE)
     return tl.where(count > 0, total / tl.maximum(count, 1.0), 0.0)
 
+
+# ------------------------------------------------------------------ device: last arrival -----
 
 @triton.jit
 def is_last_to_arrive(counter):
@@ -138,11 +256,19 @@ def is_last_to_arrive(counter):
 
 
 @triton.jit
-def advance_steps(table, row, n_tensors, TILE: tl.constexpr):
+def advance_steps(pointer_table, row, n_tensors, TILE: tl.constexpr):
     """``state_steps[i] += 1`` for every tensor (run by one program after every read)."""
     for first in range(0, n_tensors, TILE):
         index = first + tl.arange(0, TILE)
         inside = index < n_tensors
-        address = tl.load(table + row * n_tensors + index, mask=inside, other=0)
-        step = address.to(tl.pointer_type(tl.float32))
+        step = scalar_pointers(pointer_table, row, n_tensors, index, inside, tl.float32)
         tl.store(step, tl.load(step, mask=inside) + 1.0, mask=inside)
+
+
+@triton.jit
+def finish_update(counter, write, pointer_table, row, n_tensors, TILE: tl.constexpr):
+    """The end of every update launch: its last program advances the step counts, after
+    every program has read them (unless found_inf skipped the step)."""
+    if is_last_to_arrive(counter):
+        if write:
+            advance_steps(pointer_table, row, n_tensors, TILE)

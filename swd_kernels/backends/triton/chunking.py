@@ -1,12 +1,13 @@
 """Host side of the multi-tensor kernels: how a bucket's tensors are cut into chunks, and the
-device pointer table through which a kernel reaches them.
+pointer table through which a kernel reaches them (docs/design.md §3).
 
-A *layout* depends only on the tensors' element counts: which tensor and offset each chunk
-(one program's work) covers, plus the per-layout workspaces (chunk partials, arrival
-counters). A *pointer table* holds the tensors' addresses (int64 ``data_ptr``s, one row per
-list) and is rebuilt only when an address changes, e.g. grads reallocated after
-``zero_grad(set_to_none=True)``. Both are cached, so a steady training loop allocates nothing
-and copies nothing to the device; inside CUDA-graph capture only cached ones are used.
+A *chunk layout* (``ChunkLayout``) depends only on the tensors' element counts: which tensor
+and offset each chunk (one program's work) covers, plus the per-layout workspaces (chunk
+partials, arrival counters). A *pointer table* is a device int64 tensor of the tensors'
+addresses (``data_ptr``s, one row per list); it is rebuilt only when an address changes, e.g.
+grads reallocated after ``zero_grad(set_to_none=True)``. Both are cached, so a steady training
+loop allocates nothing and copies nothing to the device; inside CUDA-graph capture only cached
+ones are used.
 """
 from __future__ import annotations
 
@@ -27,19 +28,19 @@ BLOCK = 1024
 # ~92 (5 per SM). Check with `cuobjdump --dump-resource-usage` on the cached cubin.
 TENSOR_TILE = 16
 PARTIAL_TILE = 64
-# Pointer tables kept per layout (one per distinct set of addresses seen recently). Each step
-# uses two per bucket (reduce, update), and buckets of equal element counts share a layout: too
-# few would rebuild (and copy to the device) every table every step.
-TABLES_PER_LAYOUT = 32
+# Pointer tables kept per chunk layout (one per distinct set of addresses seen recently). Each
+# step uses two per bucket (reduce, update), and buckets of equal element counts share a
+# layout: too few would rebuild (and copy to the device) every table every step.
+POINTER_TABLES_PER_LAYOUT = 32
 # Counter slots in a layout's workspace (int32, zero between launches).
 REDUCE_COUNTER, UPDATE_COUNTER, BARRIER_ARRIVE, BARRIER_RELEASE, STEP_DONE = range(5)
 
-# How many pointer tables were built (tests check that the cache works).
-stats = {"tables_built": 0, "layouts_built": 0}
+# How many of each were built (tests check that the caches work).
+stats = {"pointer_tables_built": 0, "chunk_layouts_built": 0}
 
 
 @dataclass
-class Layout:
+class ChunkLayout:
     numels: torch.Tensor        # int64 [n_tensors]
     chunk_tensor: torch.Tensor  # int32 [n_chunks]: the tensor each chunk belongs to
     chunk_start: torch.Tensor   # int64 [n_chunks]: its first element in that tensor
@@ -50,11 +51,12 @@ class Layout:
     n_chunks: int
     total_numel: int
     chunk: int
-    tables: OrderedDict = field(default_factory=OrderedDict)
+    # pointer tables of this layout, by their addresses: (device table, aligned)
+    pointer_tables: OrderedDict = field(default_factory=OrderedDict)
     pinned: set = field(default_factory=set)  # tables a captured CUDA graph uses
 
 
-_layouts: dict[tuple, Layout] = {}
+_layouts: dict[tuple, ChunkLayout] = {}
 
 
 def _capturing(device: torch.device) -> bool:
@@ -76,7 +78,7 @@ def _not_cached_error(what: str) -> RuntimeError:
         f"the addresses the graph will use) before capturing it")
 
 
-def layout_for(tensors: list[torch.Tensor]) -> Layout:
+def chunk_layout(tensors: list[torch.Tensor]) -> ChunkLayout:
     """The cached chunk layout of a list of tensors (by element counts and device)."""
     device = tensors[0].device
     numels = tuple(map(torch.Tensor.numel, tensors))
@@ -93,7 +95,7 @@ def layout_for(tensors: list[torch.Tensor]) -> Layout:
             chunk_start.append(start)
         first_chunk.append(len(chunk_tensor))
     n_chunks = len(chunk_tensor)
-    layout = Layout(
+    layout = ChunkLayout(
         numels=_to_device(list(numels), torch.int64, device),
         chunk_tensor=_to_device(chunk_tensor or [0], torch.int32, device),
         chunk_start=_to_device(chunk_start or [0], torch.int64, device),
@@ -102,11 +104,11 @@ def layout_for(tensors: list[torch.Tensor]) -> Layout:
         counters=torch.zeros(8, dtype=torch.int32, device=device),
         n_tensors=len(numels), n_chunks=n_chunks, total_numel=sum(numels), chunk=CHUNK)
     _layouts[key] = layout
-    stats["layouts_built"] += 1
+    stats["chunk_layouts_built"] += 1
     return layout
 
 
-def pointer_table(layout: Layout, lists: list[list[torch.Tensor]],
+def pointer_table(layout: ChunkLayout, lists: list[list[torch.Tensor]],
                   element_rows: int) -> tuple[torch.Tensor, bool]:
     """The device table of addresses, one row per list (an empty list gives a row of zeros,
     never dereferenced), and whether every address of the first ``element_rows`` lists (those
@@ -115,7 +117,7 @@ def pointer_table(layout: Layout, lists: list[list[torch.Tensor]],
     n = layout.n_tensors
     data_ptr = torch.Tensor.data_ptr
     key = tuple(tuple(map(data_ptr, tensors)) for tensors in lists)
-    entry = layout.tables.get(key)
+    entry = layout.pointer_tables.get(key)
     device = layout.partials.device
     if entry is None:
         if _capturing(device):
@@ -124,18 +126,18 @@ def pointer_table(layout: Layout, lists: list[list[torch.Tensor]],
         flat = [a for row in rows for a in row]
         aligned = all(a % 16 == 0 for row in rows[:element_rows] for a in row)
         entry = (_to_device(flat, torch.int64, device), aligned)
-        layout.tables[key] = entry
-        stats["tables_built"] += 1
-        evictable = [k for k in layout.tables if k not in layout.pinned]
-        for oldest in evictable[:max(0, len(layout.tables) - TABLES_PER_LAYOUT)]:
-            del layout.tables[oldest]
+        layout.pointer_tables[key] = entry
+        stats["pointer_tables_built"] += 1
+        evictable = [k for k in layout.pointer_tables if k not in layout.pinned]
+        for oldest in evictable[:max(0, len(layout.pointer_tables) - POINTER_TABLES_PER_LAYOUT)]:
+            del layout.pointer_tables[oldest]
     else:
-        layout.tables.move_to_end(key)
+        layout.pointer_tables.move_to_end(key)
     if _capturing(device):
         layout.pinned.add(key)  # a graph replays these addresses: never evict the table
     return entry
 
 
 def clear_cache() -> None:
-    """Forget every layout and table (frees their device memory)."""
+    """Forget every chunk layout and pointer table (frees their device memory)."""
     _layouts.clear()

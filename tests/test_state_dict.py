@@ -38,18 +38,24 @@ def assert_same_run(ours_opt, ours_params, theirs_opt, theirs_params):
             assert torch.equal(ours[key], theirs[key]), f"state {key!r} differs"
 
 
-@pytest.mark.parametrize("kind, options", KINDS)
-def test_round_trip_at_step_10_gives_the_uninterrupted_run(backend, kind, options):
-    run = start(kind, SEVERAL_GROUPS, backend, seed=10, **options)
+def run_and_replay(kind, options, backend, seed, steps, checkpoint_at):
+    """An uninterrupted run of ``steps`` steps, and a replay of the same grads stopped at
+    ``checkpoint_at``: (run, its grads, the replay, the replay's saved-and-loaded state dict)."""
+    run = start(kind, SEVERAL_GROUPS, backend, seed=seed, **options)
     grads = []
-    for _ in range(20):
+    for _ in range(steps):
         grads.append(random_grads(run))
         step_both(run, grads[-1])
-    # replay: 10 steps, checkpoint, a fresh optimizer on fresh copies of the params, 10 more
-    replay = start(kind, SEVERAL_GROUPS, backend, seed=10, **options)
-    for g in grads[:10]:
+    replay = start(kind, SEVERAL_GROUPS, backend, seed=seed, **options)
+    for g in grads[:checkpoint_at]:
         step_both(replay, g)
-    checkpoint = saved_and_loaded(replay.optimizer.state_dict())
+    return run, grads, replay, saved_and_loaded(replay.optimizer.state_dict())
+
+
+@pytest.mark.parametrize("kind, options", KINDS)
+def test_round_trip_at_step_10_gives_the_uninterrupted_run(backend, kind, options):
+    # checkpoint at 10, a fresh optimizer on fresh copies of the params, 10 more steps
+    run, grads, replay, checkpoint = run_and_replay(kind, options, backend, 10, 20, 10)
     fresh = [p.detach().clone().requires_grad_() for p in replay.params]
     groups = [dict(params=fresh[a:a + len(g["params"])])
               for a, g in zip(_starts(replay.optimizer), replay.optimizer.param_groups)]
@@ -67,15 +73,7 @@ def test_round_trip_at_step_10_gives_the_uninterrupted_run(backend, kind, option
 def test_rolling_back_to_an_earlier_checkpoint_replaces_every_state(backend, kind, options):
     """An optimizer that went on past a checkpoint, on other grads, loads it (with the params
     of that moment) and continues exactly as the run that never left it."""
-    run = start(kind, SEVERAL_GROUPS, backend, seed=13, **options)
-    grads = []
-    for _ in range(16):
-        grads.append(random_grads(run))
-        step_both(run, grads[-1])
-    replay = start(kind, SEVERAL_GROUPS, backend, seed=13, **options)
-    for g in grads[:8]:
-        step_both(replay, g)
-    checkpoint = saved_and_loaded(replay.optimizer.state_dict())
+    run, grads, replay, checkpoint = run_and_replay(kind, options, backend, 13, 16, 8)
     saved_params = [p.detach().clone() for p in replay.params]
     for _ in range(5):  # wander off: different grads, larger moments
         step_both(replay, [None if g is None else 3 * torch.randn_like(g)

@@ -4,8 +4,8 @@ AdamS multiplies the weights by ``1 - lr * weight_decay / (v_bar + decay_eps) **
 With AdamW's usual weight decay (0.01-0.1) and gradients of RMS 1e-4-1e-2 that factor falls to
 or below 0 and the weights flip sign and grow, silently. The check must not cost a host sync:
 after a step the accumulator ``[sum of v_hat, count]`` (two float64 values) is copied without
-blocking into host memory beside the step's host-side hyperparameters; the next step reads
-it, once the copy has finished, and does the arithmetic on the host.
+blocking into pinned host memory beside the step's host-side hyperparameters; a later step
+reads it, once the copy has finished, and does the arithmetic on the host.
 """
 from __future__ import annotations
 
@@ -17,23 +17,30 @@ from ..weight_decay import decay_per_step, weight_decay_from_adamw
 
 
 class DecayWatch:
-    """Records each step's accumulator asynchronously; warns once if a decay reached 1."""
+    """Records each step's accumulator asynchronously; warns once if a decay reached 1. On
+    CUDA one pinned buffer and one event are reused: while a copy is still in flight, later
+    steps are not recorded (no allocation per step, no overwriting a buffer being written)."""
 
     def __init__(self, optimizer_name: str):
         self.optimizer_name = optimizer_name
         self.warned = False
-        self._pending = None  # (host copy of accum, its copy-done event or None, groups, step)
         self._steps = 0
+        self._host = None  # pinned [sum of v_hat, count], copied from the device
+        self._copied = None  # the event after that copy
+        self._pending = None  # (groups' hyperparameters, step) of the copy in flight
 
     def record(self, accum: torch.Tensor, groups: list[dict]) -> None:
-        """After a step: check the previous record, then keep this step's ``accum`` and the
+        """After a step: check the copy in flight, then record this step's ``accum`` with the
         groups' decay hyperparameters. Skipped while torch.compile traces or a CUDA graph
         captures (a host read there would either break the graph or never be replayed)."""
         if self.warned or torch.compiler.is_compiling():
             return
         if accum.is_cuda and torch.cuda.is_current_stream_capturing():
             return
-        self._check()
+        self._steps += 1
+        self._check_copy()
+        if self._pending is not None:
+            return
         hyper = []
         for group in groups:
             lr = group["lr"]
@@ -44,32 +51,31 @@ class DecayWatch:
             if group["weight_decay"] > 0:
                 hyper.append((float(lr), float(group["weight_decay"]),
                               float(group["decay_power"]), float(group["decay_eps"])))
-        self._steps += 1
         if not hyper:
             return
-        if accum.is_cuda:
-            host = torch.empty(accum.shape, dtype=accum.dtype, pin_memory=True)
-            host.copy_(accum, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record()
-        else:
-            host, done = accum.clone(), None
-        self._pending = (host, done, hyper, self._steps)
-        if done is None:  # on the CPU the value is there now
-            self._check()
-
-    def _check(self) -> None:
-        if self._pending is None:
+        if not accum.is_cuda:  # on the CPU the value is there now
+            self._warn_if_large(accum.tolist(), hyper, self._steps)
             return
-        host, done, hyper, step = self._pending
-        if done is not None and not done.query():
-            return  # not copied yet: look again after the next step
+        if self._host is None:
+            self._host = torch.empty(accum.shape, dtype=accum.dtype, pin_memory=True)
+            self._copied = torch.cuda.Event()
+        self._host.copy_(accum, non_blocking=True)
+        self._copied.record()
+        self._pending = (hyper, self._steps)
+
+    def _check_copy(self) -> None:
+        if self._pending is None or not self._copied.query():
+            return  # nothing in flight, or not copied yet: look again after the next step
+        hyper, step = self._pending
         self._pending = None
-        total, count = host.tolist()
+        self._warn_if_large(self._host.tolist(), hyper, step)
+
+    def _warn_if_large(self, accum: list[float], hyper: list[tuple], step: int) -> None:
+        total, count = accum
         if not count > 0:
             return
         v_bar = total / count
-        for index, (lr, weight_decay, decay_power, decay_eps) in enumerate(hyper):
+        for lr, weight_decay, decay_power, decay_eps in hyper:
             decay = decay_per_step(lr, weight_decay, decay_power, decay_eps, v_bar)
             if decay >= 1:  # a NaN or inf v_bar (a skipped AMP step) compares False
                 self.warned = True

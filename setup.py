@@ -106,9 +106,11 @@ setup(
     extras_require={
         # the training frameworks are the real ones tests/test_integrations*.py drive
         # (timm brings torchvision)
+        # scikit-learn: the digits data set examples/table1.py trains on (no download)
         "test": ["pytest", "hypothesis", "numpy", "expecttest",
-                 "transformers", "accelerate", "lightning", "timm"],
-        "bench": ["pytest-benchmark", "matplotlib", "numpy"],
+                 "transformers", "accelerate", "lightning", "timm", "scikit-learn",
+                 "matplotlib"],
+        "bench": ["pytest-benchmark", "matplotlib", "numpy", "scikit-learn"],
     },
     ext_modules=[_extension()],
     cmdclass={"build_ext": _BuildExtension},

@@ -7,8 +7,14 @@ element, ``G`` per grad element (= P) and ``S`` per state element:
     AMSGradS  pass 1 reads g v vmax; pass 2 = AdamW + vmax r/w   2P + 2G + 8S   fp32: 48
     SGDS      read p g buf, write p buf (momentum > 0)           2P + G + 2S    fp32: 20
     AdaiS     pass 1 reads g; pass 2 r/w p m v beta1_prod, r g   2P + 2G + 6S   fp32: 40
+    AdamW+clip  clip_grad_norm_: reads g (norm), r/w g (scale);
+                then AdamW                                       2P + 4G + 4S   fp32: 40
+    AdamS+clip  the norm comes from pass 1: AdamS's bytes         2P + 2G + 4S   fp32: 32
 
 AMSGradS cannot use the linear identity: its pass 1 must read v and vmax as well as g, so 48.
+With clipping, AMSGradS (its max needs the clipped v) and SGDS read the grads once more for the
+norm before their passes: + G (AMSGradS 52, SGDS 24 in fp32); AdaiS, like AdamS, gets the norm
+from pass 1 (40). The grads are never written.
 bf16 params/grads with fp32 state: AdamS 2·2 + 2·2 + 4·4 = 24 B, AdamW (torch keeps bf16
 state for bf16 params) 2·2 + 2 + 4·2 = 14 B. The per-tensor reference loop and its compiled
 version are counted as AdamS (the algorithm's minimum), so their GB/s is an effective rate.
@@ -24,6 +30,8 @@ _FACTORS = {
     "AMSGradS": (2, 2, 8),
     "SGDS": (2, 1, 2),
     "AdaiS": (2, 2, 6),
+    "AdamW+clip": (2, 4, 4),
+    "AdamS+clip": (2, 2, 4),
 }
 
 

@@ -52,6 +52,20 @@ def _adamw(**flags):
     return build
 
 
+class ClippedAdamW:
+    """What fused clipping replaces: ``clip_grad_norm_`` (foreach) then fused AdamW."""
+
+    def __init__(self, params, max_norm: float):
+        self.params = params
+        self.max_norm = max_norm
+        self.adamw = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4, fused=True)
+        self.state = self.adamw.state
+
+    def step(self) -> None:
+        torch.nn.utils.clip_grad_norm_(self.params, self.max_norm, foreach=True)
+        self.adamw.step()
+
+
 def _loop(cls):
     def build(params, dtypes: DtypeConfig):
         return cls(params, state_dtype=dtypes.state)
@@ -87,6 +101,8 @@ def _graphed(inner_build):
 ADAMS_HP = dict(lr=1e-3, weight_decay=1e-4)
 SGDS_HP = dict(lr=0.1, momentum=0.9, weight_decay=1e-4)
 ADAIS_HP = dict(lr=0.1, weight_decay=1e-4)
+# Small enough that every step clips: the multiply always runs in clip_grad_norm_ anyway.
+MAX_GRAD_NORM = 1.0
 
 
 def row_kinds(device: torch.device, with_compile: bool = True) -> list[RowKind]:
@@ -102,6 +118,10 @@ def row_kinds(device: torch.device, with_compile: bool = True) -> list[RowKind]:
                              _graphed(_ours(swd_kernels.AdamS, fastest, **ADAMS_HP)),
                              graph=True))
     kinds += [
+        RowKind("AdamS+clip", fastest, "AdamS+clip",
+                _ours(swd_kernels.AdamS, fastest, max_grad_norm=MAX_GRAD_NORM, **ADAMS_HP)),
+        RowKind("AdamW+clip", "fused", "AdamW+clip",
+                lambda params, dtypes: ClippedAdamW(params, MAX_GRAD_NORM), adamw=True),
         RowKind("AMSGradS", fastest, "AMSGradS", _ours(swd_kernels.AMSGradS, fastest, **ADAMS_HP)),
         RowKind("SGDS", fastest, "SGDS", _ours(swd_kernels.SGDS, fastest, **SGDS_HP)),
         RowKind("AdaiS", fastest, "AdaiS", _ours(swd_kernels.AdaiS, fastest, **ADAIS_HP)),

@@ -1,13 +1,15 @@
 """CPU check of the native backend: AdamS(backend='native').step() against
 torch.optim.AdamW(fused=True).step() on the same parameters, in one process, 2 threads,
-time.perf_counter medians.
+time.perf_counter medians; and AdamS(max_grad_norm=1.0) against what it replaces,
+clip_grad_norm_(foreach=True) then AdamW(fused=True) (32 against 40 B/elem: 0.8 is the floor).
 
 Tensor list: GPT-2 124M's 148 tensors (bench/workloads/gpt2_124m.json) with the hidden size
 768 -> 384 (2304 -> 1152, 3072 -> 1536) and the vocabulary 50257 -> 8192: 24.7M fp32 params.
 The two optimizers' steps are interleaved so background load hits both alike. The figures go
 to stdout and to a JSON file (with device, versions, commit): the git-ignored
-bench/results/runs/cpu_native_check-<date>-<time>.json, or with --record the
-bench/results/recorded/cpu_native_check-<date>.json that README.md cites (never overwritten).
+bench/results/runs/cpu_native_check-<date>-<time>.json, or with --record
+bench/results/recorded/cpu_native_check-<date>[-<time>].json, which README.md cites (never
+overwritten).
 
     python bench/cpu_native_check.py [--steps 30] [--threads 2] [--record]
 """
@@ -29,6 +31,7 @@ if ROOT not in sys.path:  # run as a script: make `bench` importable
     sys.path.insert(0, ROOT)
 
 import swd_kernels  # noqa: E402
+from bench.cases import ClippedAdamW  # noqa: E402
 from bench.report import RECORDED_DIR, RUNS_DIR  # noqa: E402
 from bench.run import device_meta  # noqa: E402
 from bench.shapes import from_json  # noqa: E402
@@ -68,8 +71,8 @@ def main() -> None:
     now = datetime.datetime.now(datetime.timezone.utc)
     if args.record:
         out = os.path.join(RECORDED_DIR, f"cpu_native_check-{now:%Y-%m-%d}.json")
-        if os.path.exists(out):
-            raise SystemExit(f"{out} already recorded: git rm it first to replace it")
+        if os.path.exists(out):  # a second record that day keeps the first
+            out = os.path.join(RECORDED_DIR, f"cpu_native_check-{now:%Y-%m-%d-%H%M}.json")
     else:
         out = os.path.join(RUNS_DIR, f"cpu_native_check-{now:%Y-%m-%d-%H%M%S}.json")
 
@@ -78,15 +81,23 @@ def main() -> None:
     adams = swd_kernels.AdamS(make_params(shapes, 0), lr=1e-3, weight_decay=1e-2,
                               backend="native")
     adamw = torch.optim.AdamW(make_params(shapes, 0), lr=1e-3, weight_decay=1e-2, fused=True)
+    # grads of RMS 1e-2 over 24.7M params: a norm ~50, so max_grad_norm=1.0 clips every step
+    adams_clip = swd_kernels.AdamS(make_params(shapes, 0), lr=1e-3, weight_decay=1e-2,
+                                   backend="native", max_grad_norm=1.0)
+    adamw_clip = ClippedAdamW(make_params(shapes, 0), max_norm=1.0)
+    steppers = [adamw, adams, adamw_clip, adams_clip]
     for _ in range(args.warmup):
-        adams.step()
-        adamw.step()
-    t_adams, t_adamw = [], []
+        for stepper in steppers:
+            stepper.step()
+    times = [[] for _ in steppers]
     for _ in range(args.steps):
-        t_adamw.append(timed(adamw.step))
-        t_adams.append(timed(adams.step))
+        for stepper, t in zip(steppers, times):
+            t.append(timed(stepper.step))
+    t_adamw, t_adams, t_adamw_clip, t_adams_clip = times
     ms_adams = statistics.median(t_adams) * 1e3
     ms_adamw = statistics.median(t_adamw) * 1e3
+    ms_adams_clip = statistics.median(t_adams_clip) * 1e3
+    ms_adamw_clip = statistics.median(t_adamw_clip) * 1e3
     print(f"{len(shapes)} tensors, {numel / 1e6:.1f}M fp32 params, {args.threads} threads, "
           f"median of {args.steps} steps")
     print(f"AdamW(fused=True)     {ms_adamw:8.2f} ms  {28 * numel / ms_adamw / 1e6:6.1f} GB/s "
@@ -98,11 +109,19 @@ def main() -> None:
     # loaded machine the medians diverge; the fastest steps show the unloaded ratio.
     print(f"ratio of fastest steps {min(t_adams) / min(t_adamw):7.3f}  "
           f"({min(t_adams) * 1e3:.2f} / {min(t_adamw) * 1e3:.2f} ms)")
+    print(f"clip_grad_norm_+AdamW  {ms_adamw_clip:8.2f} ms  "
+          f"{40 * numel / ms_adamw_clip / 1e6:6.1f} GB/s (40 B/elem)")
+    print(f"AdamS(max_grad_norm)  {ms_adams_clip:8.2f} ms  "
+          f"{32 * numel / ms_adams_clip / 1e6:6.1f} GB/s (32 B/elem)")
+    print(f"ratio clipped         {ms_adams_clip / ms_adamw_clip:8.3f}  (target <= 0.85)")
 
     result = dict(meta=device_meta(torch.device("cpu")), tensors=len(shapes), params=numel,
                   threads=args.threads, steps=args.steps, adamw_fused_ms=ms_adamw,
                   adams_native_ms=ms_adams, ratio=ms_adams / ms_adamw,
                   ratio_fastest=min(t_adams) / min(t_adamw),
+                  clip_grad_norm_adamw_fused_ms=ms_adamw_clip,
+                  adams_native_max_grad_norm_ms=ms_adams_clip,
+                  ratio_clipped=ms_adams_clip / ms_adamw_clip,
                   date=now.isoformat(timespec="seconds"))
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:

@@ -7,7 +7,9 @@
     python bench/run.py --record         # a run README.md cites: bench/results/recorded/
 
 Rows: AdamS through each available backend (and, on GPU, a CUDA-graph replay of the fastest),
-AMSGradS / SGDS (momentum 0.9) / AdaiS through the fastest, the plain per-tensor AdamS loop
+AdamS with fused clipping (max_grad_norm) against clip_grad_norm_(foreach) + fused AdamW (model
+workloads, fp32; its note gives the ratio of the two), AMSGradS / SGDS (momentum 0.9) / AdaiS
+through the fastest, the plain per-tensor AdamS loop
 (bench/reference_loop.py) eager and torch.compile'd, and AdamW for-loop, foreach and fused.
 Columns: median and IQR of the step time, the IQR as a fraction of the median ("noisy" above
 report.NOISY_SPREAD); GB/s over the bytes of bench/byte_counts.py; % of a device copy measured
@@ -86,10 +88,11 @@ def plan(device: torch.device, mode: str, kinds: list[RowKind]
         top = 30 if device.type == "cuda" else (26 if mode == "full" else 24)
         sweep = [shapes.flat(k) for k in range(16, top + 1, 1 if mode == "full" else 2)]
     sweep_dtypes = ALL_DTYPES if mode == "full" else ["fp32"]
-    fused = next(k for k in kinds if k.adamw and k.backend == "fused")
+    fused = next(k for k in kinds if k.name == "AdamW" and k.backend == "fused")
     headline = [fused, kinds[0]]  # kinds[0]: AdamS through the fastest backend
     rest = [k for k in kinds if all(k is not h for h in headline)]
-    every = [fused] + [k for k in kinds if k is not fused]
+    # the clipping rows compare on the model workloads in fp32 only (time)
+    every = [fused] + [k for k in kinds if k is not fused and not k.name.endswith("+clip")]
     return ([(w, "fp32", headline) for w in models] + [(w, "fp32", rest) for w in models]
             + [(w, d, every) for d in sweep_dtypes for w in sweep]
             + [(w, d, every) for d in ALL_DTYPES[1:] for w in models])
@@ -364,6 +367,13 @@ def _fill_ratios(rows: list[dict], copy_gbps: float) -> None:
         ref = fused.get((r["workload"], r["dtype"]))
         r["ratio_to_fused_adamw"] = r["median_ms"] / ref["median_ms"] if ref else None
         r["ratio_noisy"] = ref is not None and r is not ref and not (steady(r) and steady(ref))
+    clipped = {(r["workload"], r["dtype"]): r for r in rows
+               if r["name"] == "AdamW+clip" and r.get("median_ms")}
+    for r in rows:
+        ref = clipped.get((r.get("workload"), r.get("dtype")))
+        if r["name"] == "AdamS+clip" and r.get("median_ms") and ref:
+            _add_note(r, f"{r['median_ms'] / ref['median_ms']:.2f}x clip_grad_norm_+AdamW "
+                         f"fused" + (" (noisy)" if not (steady(r) and steady(ref)) else ""))
 
 
 def _display_order(rows: list[dict], work, kinds: list[RowKind]) -> list[dict]:

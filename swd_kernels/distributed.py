@@ -35,6 +35,18 @@ def group_of(params) -> object | None:
     return None
 
 
+def statistics_group(params, partition_group=None):
+    """The group a step's statistics are summed over: the ``partition_group`` a framework's
+    ZeRO-style partitioning gives (each rank holds a disjoint subset of plain params), or the
+    sharded params' own group, or None (one process)."""
+    sharded = group_of(params)
+    if partition_group is not None and sharded is not None:
+        raise ValueError("partition_group is for plain (unsharded) params that a framework "
+                         "splits across ranks; these params are DTensors, whose statistics are "
+                         "already summed over their device mesh. Drop partition_group.")
+    return partition_group if partition_group is not None else sharded
+
+
 def all_reduce_statistics(accum: torch.Tensor, group) -> None:
     """Sum ``accum`` over the ranks of ``group`` in place (stays on the device, no host sync)."""
     dist.all_reduce(accum, op=dist.ReduceOp.SUM, group=group)

@@ -10,17 +10,24 @@ that share a device, a param dtype and a state dtype; every list argument of one
 a bucket, index ``i`` of each list belonging to the same parameter. Math is fp32 for every
 storage dtype.
 
-``accum`` is a float64 tensor ``[sum of v_hat, element count]`` on the bucket's device. The
-optimizer zeroes it once per step; every ``adam_reduce`` of that step *adds* its bucket's
-share; every update reads ``v_bar = accum[0] / accum[1]`` (0 when the count is 0).
+``accum`` is a float64 tensor of ``ACCUM_SIZE`` = 4 numbers on the bucket's device:
+``[sum of v_hat, element count, sum of g^2, clip term]``. The optimizer zeroes it once per
+step; every ``adam_reduce`` of that step *adds* its bucket's share; every update reads only
+``v_bar = accum[0] / accum[1]`` (0 when the count is 0). ``accum[2]`` gives the global grad
+norm (fused clipping, ``optimizer.stats``) and ``accum[3]`` lets the optimizer finish the
+running sums once the clip coefficient is known (docs/design.md §3).
 
 ``adam_reduce`` (pass 1), per tensor i with ``t = state_steps[i] + 1`` (not written):
   - ``amsgrad=False``: ``sq = sum((g / grad_scale)^2)``; ``S = beta2*v_sums[i] + (1-beta2)*sq``
     is the new sum of ``exp_avg_sq`` (the linear identity); ``accum[0] += S / (1-beta2^t)``;
-    ``v_sums[i] = S`` unless found_inf. Reads only the grad.
+    ``v_sums[i] = S`` unless found_inf; ``accum[3] += (1-beta2)*sq / (1-beta2^t)``.
+    Reads only the grad.
   - ``amsgrad=True``: forms ``v`` and ``vmax = max(max_exp_avg_sq, v)`` without writing them,
-    ``accum[0] += sum(vmax) / (1-beta2^t)``. ``v_sums`` is ignored (may be empty).
-  ``accum[1] += numel``. With ``found_inf`` nonzero nothing but ``accum`` may change.
+    ``accum[0] += sum(vmax) / (1-beta2^t)``. ``v_sums`` is ignored (may be empty); ``accum[3]``
+    is not changed.
+  ``accum[1] += numel``; ``accum[2] += sq`` (both amsgrad values). Sums are taken in a fixed
+  order (bitwise repeatable on one device and build). With ``found_inf`` nonzero nothing but
+  ``accum`` may change.
 ``adam_update`` (pass 2): the AdamS/AMSGradS update of docs/design.md §1,
   ``state_steps[i] = t``.
 ``adam_step``: ``adam_reduce`` then ``adam_update`` on one bucket (one launch where a backend
@@ -43,6 +50,10 @@ from __future__ import annotations
 import torch
 
 BACKEND_NAMES = ("native", "triton", "torch")
+
+# accum: [sum of v_hat, element count, sum of g^2, sum of (1-beta2)*g^2 / (1-beta2^t)]
+ACCUM_SIZE = 4
+VHAT_SUM, COUNT, GRAD_SQ_SUM, CLIP_TERM = range(ACCUM_SIZE)
 
 _OPTIONAL_AMP = "Tensor? grad_scale, Tensor? found_inf"
 _ADAM_HPARAMS = (
@@ -87,6 +98,17 @@ ARG_NAMES = {
 }
 
 _libraries: dict[str, torch.library.Library] = {}
+
+
+def check_accum(accum: torch.Tensor, device: torch.device) -> None:
+    """The contract's accumulator: ``ACCUM_SIZE`` contiguous float64 numbers on the bucket's
+    device (the native ops give the same message from csrc/swd/op_checks.h)."""
+    if not (accum.dtype == torch.float64 and accum.numel() == ACCUM_SIZE
+            and accum.is_contiguous() and accum.device == device):
+        raise RuntimeError(
+            f"accum must be a contiguous float64 tensor of {ACCUM_SIZE} elements [sum of "
+            f"v_hat, count, sum of g^2, clip term] on {device}, got {accum.dtype} of shape "
+            f"{tuple(accum.shape)} on {accum.device}")
 
 
 def namespace(backend: str) -> str:

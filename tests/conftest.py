@@ -54,7 +54,7 @@ def pytest_report_header(config):
 # Whole files that are slow: Triton's interpreter and compiler (test_triton*.py), ranks spawned
 # as processes (test_distributed.py) and the property sweep (test_hypothesis.py: 150 random
 # problems per backend).
-SLOW_FILES = {"test_triton.py", "test_triton_compile.py", "test_distributed.py",
+SLOW_FILES = {"test_triton.py", "test_triton_compile.py", "test_distributed.py", "test_zero.py",
               "test_hypothesis.py"}
 # The half-precision oracle grid (48 runs on native and torch, the oracle rounding every stored
 # value). The quick run keeps fp32 against the oracle for every option of every optimizer, and

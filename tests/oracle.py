@@ -11,6 +11,14 @@ float64, only the *stored* values are rounded, after the step used them. The bac
 oracle then differ only where fp32-vs-float64 arithmetic lands on opposite sides of a
 rounding boundary, which is what makes a tight half-precision tolerance possible.
 
+Rounding ties (``track_rounding=True``). Where the float64 value lies within a backend's fp32
+noise of a storage rounding boundary (a midpoint between two bf16/fp16 neighbours), either
+rounding is right. The oracle then records, for every value it stored in the last step, its
+distance to the nearest boundary relative to the magnitudes it was computed from, and
+``follow`` checks, wherever that distance is within a band (tests/tolerance.py's
+``TIE_BAND``), that a backend's stored value is a rounding of some value within the band, and
+continues from it.
+
 The mean ``v_bar`` is global by default; ``mean_scope="tensor"`` or ``"group"`` gives the
 wrong variants a test uses to show that the optimizer's result depends on the scope.
 """
@@ -63,7 +71,7 @@ class Oracle:
     """
 
     def __init__(self, kind: str, groups: list[dict], param_dtype=None, state_dtype=None,
-                 mean_scope: str = "global"):
+                 mean_scope: str = "global", track_rounding: bool = False):
         if mean_scope not in ("global", "group", "tensor"):
             raise ValueError(mean_scope)
         self.kind = kind
@@ -84,6 +92,10 @@ class Oracle:
         # per param, the largest magnitude each quantity ("params", state keys) has had: fp32
         # errors scale with the values a step computed from, even when its result is ~0
         self.peaks = [{"params": _largest(p)} for p in self.params]
+        self.track_rounding = track_rounding
+        # per param and key ("params" or a state key): the float64 value stored in the last
+        # step and the magnitude of the operands it was computed from
+        self.last_rounding = [dict() for _ in range(count)]
 
     # ----- views ------------------------------------------------------------------------
     @property
@@ -98,9 +110,21 @@ class Oracle:
                 yield i, gi, group, p
                 i += 1
 
+    def set_state(self, index: int, step: int, **tensors: torch.Tensor) -> None:
+        """Start param ``index`` mid-training: its step count and state tensors (torch's keys,
+        e.g. ``exp_avg=...``), copied to float64 as stored."""
+        self.state[index] = {"step": step, **{key: t.detach().to(F64).clone()
+                                              for key, t in tensors.items()}}
+        for key, t in tensors.items():
+            self.peaks[index][key] = _largest(t)
+
     # ----- the step ---------------------------------------------------------------------
-    def step(self, grads: list, grad_scale: float | None = None, found_inf: bool = False):
-        """One step; ``grads`` is a flat list (param order) of tensors or ``None``."""
+    def step(self, grads: list, grad_scale: float | None = None, found_inf: bool = False,
+             v_bar_share: tuple[float, int] = (0.0, 0)):
+        """One step; ``grads`` is a flat list (param order) of tensors or ``None``.
+        ``v_bar_share``: the sum of v_hat and the element count of tensors outside this oracle
+        that join its global mean (an earlier bucket's share of the same step)."""
+        self.last_rounding = [dict() for _ in self.params]
         if found_inf:
             return
         grads = [None if g is None else g.detach().to(F64) for g in grads]
@@ -122,7 +146,9 @@ class Oracle:
         new = {}
         for i, gi, group, p, g in active:
             new[i] = self._second_moment(i, group, p, g)
-        v_bars = self._means(active, new)
+        v_bars = self._means(active, new, v_bar_share)
+        # per tensor index, the sum of its new v_hat (its share of the mean)
+        self.last_v_hat_sums = {i: new[i]["v_hat"].sum().item() for i in new}
         self.last_v_bars = v_bars  # per tensor index (one value under the global scope)
         for i, gi, group, p, g in active:
             v_bar = v_bars[i]
@@ -153,12 +179,12 @@ class Oracle:
             out["v_hat"] = v / (1 - b2 ** t)
         return out
 
-    def _means(self, active, new) -> dict:
-        """v_bar for every active tensor: one number over all of them (the contract), or the
-        per-group / per-tensor means of the wrong variants."""
+    def _means(self, active, new, share=(0.0, 0)) -> dict:
+        """v_bar for every active tensor: one number over all of them and ``share`` (the
+        contract), or the per-group / per-tensor means of the wrong variants."""
         def scope(i, gi):
             return {"global": 0, "group": gi, "tensor": i}[self.mean_scope]
-        sums, counts = {}, {}
+        sums, counts = ({0: share[0]}, {0: share[1]}) if self.mean_scope == "global" else ({}, {})
         for i, gi, group, p, g in active:
             key = scope(i, gi)
             sums[key] = sums.get(key, 0.0) + new[i]["v_hat"].sum().item()
@@ -169,11 +195,43 @@ class Oracle:
             means[i] = sums[key] / counts[key] if counts[key] > 0 else 0.0
         return means
 
-    def _store_state(self, i: int, key: str, value: torch.Tensor) -> None:
+    def _track(self, i: int, key: str, value: torch.Tensor, dtype, operands) -> None:
+        """Keep ``value`` (float64, about to be rounded to ``dtype``) and ``operands`` (the
+        elementwise magnitudes it was computed from) for ``follow``."""
+        if self.track_rounding and dtype is not None:
+            self.last_rounding[i][key] = (value.clone(),
+                                          operands if operands is not None else value.abs())
+
+    def follow(self, index: int, key: str, actual: torch.Tensor, band: float) -> int:
+        """Where the value of ``key`` ("params" or a state key) of param ``index`` stored in the
+        last step lay within ``band`` x its operands of a rounding boundary of ``actual``'s
+        dtype, assert that ``actual`` (a backend's stored tensor) holds a rounding of some
+        value within that band, and continue from it. Returns how many elements that was."""
+        if key not in self.last_rounding[index]:
+            return 0
+        value, operands = self.last_rounding[index][key]
+        low = (value - band * operands).to(actual.dtype)
+        high = (value + band * operands).to(actual.dtype)
+        tie = low != high  # a rounding boundary lies within the band
+        if not tie.any():
+            return 0
+        actual = actual.detach().to(F64)
+        wrong = tie & ((actual < low.to(F64)) | (actual > high.to(F64)))
+        assert not wrong.any(), (
+            f"{key} of param #{index}: {int(wrong.sum())} elements at a rounding tie hold no "
+            f"rounding of a value within fp32 noise of the oracle's, e.g. {actual[wrong][:3]} "
+            f"for {value[wrong][:3]}")
+        target = self.params[index] if key == "params" else self.state[index][key]
+        target.copy_(torch.where(tie, actual, target))
+        return int(tie.sum())
+
+    def _store_state(self, i: int, key: str, value: torch.Tensor, operands=None) -> None:
+        self._track(i, key, value, self.state_dtypes[i], operands)
         self.state[i][key] = round_to(value, self.state_dtypes[i])
         self.peaks[i][key] = max(self.peaks[i].get(key, 0.0), _largest(self.state[i][key]))
 
-    def _store_param(self, i: int, value: torch.Tensor) -> None:
+    def _store_param(self, i: int, value: torch.Tensor, operands=None) -> None:
+        self._track(i, "params", value, self.param_dtypes[i], operands)
         self.params[i].copy_(round_to(value, self.param_dtypes[i]))
         self.peaks[i]["params"] = max(self.peaks[i]["params"], _largest(self.params[i]))
 
@@ -189,12 +247,17 @@ class Oracle:
         else:
             base = v_bar + decay_eps
             decay = lr * wd / base ** power if base > 0 else 0.0  # v_bar = 0: no decay
-        theta = p * (1 - decay) - lr / (1 - b1 ** t) * m / (moments["v_hat"].sqrt() + eps)
-        self._store_param(i, theta)
-        self._store_state(i, "exp_avg", m)
-        self._store_state(i, "exp_avg_sq", moments["v"])
+        denominator = moments["v_hat"].sqrt() + eps
+        theta = p * (1 - decay) - lr / (1 - b1 ** t) * m / denominator
+        # operand magnitudes: a sum's terms (m may cancel to ~0 from larger terms)
+        m_operands = b1 * state["exp_avg"].abs() + (1 - b1) * g.abs()
+        update_operands = lr / (1 - b1 ** t) * m_operands / denominator
+        self._store_param(i, theta, p.abs() + theta.abs() + update_operands)
+        self._store_state(i, "exp_avg", m, m_operands)
+        v_operands = state["exp_avg_sq"] + (1 - b2) * g * g
+        self._store_state(i, "exp_avg_sq", moments["v"], v_operands)
         if group["amsgrad"]:
-            self._store_state(i, "max_exp_avg_sq", moments["vmax"])
+            self._store_state(i, "max_exp_avg_sq", moments["vmax"], v_operands)
         state["step"] = t
 
     def _adai(self, i, group, p, g, moments, v_bar):
@@ -209,11 +272,18 @@ class Oracle:
         b1 = (1 - b0 * ratio).clamp(0.0, 1 - eps)
         prod = state["beta1_prod"] * b1
         m = b1 * state["exp_avg"] + (1 - b1) * g
-        theta = theta - lr * m / (1 - prod)
-        self._store_param(i, theta)
-        self._store_state(i, "exp_avg", m)
-        self._store_state(i, "exp_avg_sq", moments["v"])
-        self._store_state(i, "beta1_prod", prod)
+        update = lr * m / (1 - prod)
+        new_theta = theta - update
+        # operand magnitudes: b1 is 2^-24 off absolutely and (1 - b1) relatively, so m's noise
+        # is that of |m_prev| + |(1 - b1) g|; fp32 holds 1 - prod to 2^-24 absolute, so the
+        # update's grows as 1 / (1 - prod)
+        m_operands = state["exp_avg"].abs() + (1 - b1) * g.abs()
+        update_operands = lr * m_operands / (1 - prod) + update.abs() / (1 - prod)
+        self._store_param(i, new_theta, p.abs() + new_theta.abs() + update_operands)
+        b2 = group["betas"][1]
+        self._store_state(i, "exp_avg", m, m_operands)
+        self._store_state(i, "exp_avg_sq", moments["v"], state["exp_avg_sq"] + (1 - b2) * g * g)
+        self._store_state(i, "beta1_prod", prod, state["beta1_prod"].abs())
         state["step"] = moments["t"]
 
     def _sgd(self, i, gi, group, p, g):
@@ -226,9 +296,14 @@ class Oracle:
             else:
                 buf = mu * state["momentum_buffer"] + (1 - d) * g
             direction = g + mu * buf if group["nesterov"] else buf
-            self._store_state(i, "momentum_buffer", buf)
+            buf_operands = g.abs() if state["step"] == 0 else (
+                mu * state["momentum_buffer"].abs() + (1 - d) * g.abs())
+            self._store_state(i, "momentum_buffer", buf, buf_operands)
+            direction_operands = (g.abs() + mu * buf_operands if group["nesterov"]
+                                  else buf_operands)
         else:
-            direction = g
+            direction, direction_operands = g, g.abs()
+        decayed = theta
         theta = theta - lr * direction
-        self._store_param(i, theta)
+        self._store_param(i, theta, p.abs() + decayed.abs() + lr * direction_operands)
         state["step"] += 1

@@ -15,7 +15,7 @@ import torch
 
 import swd_kernels
 from oracle import Oracle, state_keys
-from tolerance import assert_close, tolerance_for
+from tolerance import TIE_BAND, assert_close, tolerance_for
 
 OPTIMIZERS = {"adams": swd_kernels.AdamS, "sgds": swd_kernels.SGDS, "adais": swd_kernels.AdaiS}
 HALF = (torch.bfloat16, torch.float16)
@@ -230,3 +230,16 @@ def assert_matches_oracle(run: Run) -> None:
         assert_close(name, actual, expected, dtype,
                      tolerance_for(oracle.kind, dtype, oracle.groups),
                      are_params=(name == "params"), scales=peaks)
+
+
+def follow_rounding_ties(optimizer, oracle: Oracle, params: list[torch.Tensor]) -> int:
+    """After a step of both: wherever the oracle (``track_rounding=True``) stored a value at a
+    rounding tie, the optimizer's must be one of its two roundings, and the oracle continues
+    from it (tests/tolerance.py, "Rounding ties"). Returns how many elements that was."""
+    followed = 0
+    for i, p in enumerate(params):
+        followed += oracle.follow(i, "params", p, TIE_BAND)
+        for key, tensor in optimizer.state.get(p, {}).items():
+            if key in oracle.state[i] and key != "step":
+                followed += oracle.follow(i, key, tensor, TIE_BAND)
+    return followed

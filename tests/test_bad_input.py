@@ -1,5 +1,7 @@
-"""Bad input gets a clear ValueError/TypeError/RuntimeError naming the parameter, raised before
-anything changes: params, state and step counts are as they were after a failed step."""
+"""Bad input gets a clear ValueError/TypeError/RuntimeError naming the parameter and the fix,
+raised before anything changes: after a failed step or op call every tensor is bitwise as it
+was. Optimizer level (constructor arguments, param groups, grads, backends) and op level (the
+op contract's checks, tests/op_cases.py's buckets)."""
 from __future__ import annotations
 
 import copy
@@ -7,7 +9,11 @@ import copy
 import pytest
 import torch
 
+import op_cases
 import swd_kernels
+from op_cases import BucketCase
+from swd_kernels import ops
+from swd_kernels.backends import unavailable_reason
 from swd_kernels.ops import BACKEND_NAMES
 
 ADAMS, SGDS, ADAIS = swd_kernels.AdamS, swd_kernels.SGDS, swd_kernels.AdaiS
@@ -39,6 +45,8 @@ def params(seed=0):
     (lambda ps: ADAIS(ps, lr=0.1, betas=(0.1, 1.0)), "beta2"),
     (lambda ps: ADAIS(ps, lr=0.1, weight_decay=-1.0), "weight_decay"),
     (lambda ps: ADAMS(ps, lr=torch.tensor(-1e-3)), "lr"),
+    (lambda ps: ADAMS(ps, max_grad_norm=-1.0), "max_grad_norm"),
+    (lambda ps: SGDS(ps, lr=0.1, max_grad_norm=0.0), "max_grad_norm"),
 ])
 def test_bad_hyperparameter_is_named(make, name):
     with pytest.raises((ValueError, TypeError)) as error:
@@ -208,3 +216,119 @@ _ORACLE_KEYS = {
     "sgds": {"lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"},
     "adais": {"lr", "betas", "eps", "weight_decay", "maximize"},
 }
+
+
+# ----- op level: the op contract's checks ---------------------------------------------------
+
+def assert_refused(backend: str, op: str, args: dict, match: str) -> None:
+    """The op raises an error matching ``match`` and leaves every tensor argument bitwise as
+    it was."""
+    before = {name: [t.clone() for t in value] if isinstance(value, list) else value.clone()
+              for name, value in args.items()
+              if isinstance(value, list) or isinstance(value, torch.Tensor)}
+    with pytest.raises((RuntimeError, ValueError, TypeError), match=match):
+        ops.get(backend, op)(**args)
+    for name, value in before.items():
+        op_cases.assert_bitwise_equal(name, args[name], value)
+
+
+BAD_ACCUMS = [
+    pytest.param(lambda: torch.zeros(2, dtype=torch.float64), id="two-numbers"),
+    pytest.param(lambda: torch.zeros(5, dtype=torch.float64), id="five-numbers"),
+    pytest.param(lambda: torch.zeros(4), id="float32"),
+    pytest.param(lambda: torch.zeros(8, dtype=torch.float64)[::2], id="strided"),
+    pytest.param(lambda: torch.zeros(2, 2, dtype=torch.float64).t(), id="transposed-2x2"),
+]
+ACCUM_OPS = [("adam_reduce", ("adam_reduce",)), ("adam_update", ("adam_update",)),
+             ("adam_step", ("adam_step",)), ("adai_update", ("adai_update",))]
+
+
+@pytest.mark.parametrize("op, program", ACCUM_OPS, ids=[op for op, _ in ACCUM_OPS])
+@pytest.mark.parametrize("make_accum", BAD_ACCUMS)
+def test_accum_must_hold_four_float64_numbers(backend, op, program, make_accum):
+    """The op contract's accum: a contiguous float64 tensor of exactly 4 numbers on the
+    bucket's device, or an error that says so (and nothing written, accum included)."""
+    bucket = op_cases.make(BucketCase(program=program, shapes=((5,), (4097,), (3, 4))), backend)
+    args = dict(bucket.args(op), accum=make_accum().normal_())
+    assert_refused(backend, op, args, r"accum must be a contiguous float64 tensor of 4 "
+                                      r"elements \[sum of v_hat, count, sum of g\^2, clip "
+                                      r"term\] on cpu")
+
+
+_NATIVE = unavailable_reason("native", "cpu")
+
+
+def _short(args):
+    args["exp_avgs"] = args["exp_avgs"][:-1]
+
+
+def _double_params(args):
+    for name in ("params", "grads", "exp_avgs", "exp_avg_sqs"):
+        args[name] = [t.double() for t in args[name]]
+
+
+def _flat_state(args):
+    args["exp_avg_sqs"] = [v.reshape(-1) for v in args["exp_avg_sqs"]]
+
+
+def _other_layout(args):
+    args["exp_avgs"] = [m.contiguous() for m in args["exp_avgs"]]
+
+
+def _double_steps(args):
+    args["state_steps"] = [s.double() for s in args["state_steps"]]
+
+
+def _two_grad_scales(args):
+    args["grad_scale"] = torch.ones(2)
+
+
+def _half_grads(args):
+    args["grads"] = [g.half() for g in args["grads"]]
+
+
+def _strided_param(args):
+    args["params"][0] = torch.randn(args["params"][0].numel() * 2)[::2]
+
+
+@pytest.mark.skipif(_NATIVE is not None, reason=f"native backend: {_NATIVE}")
+@pytest.mark.parametrize("op", ["adam_update", "adam_step"])
+@pytest.mark.parametrize("spoil, match", [
+    (_short, r"exp_avgs has 3 tensors but params has 4; pass one per parameter"),
+    (_double_params, r"params have dtype Double; these kernels take float32, bfloat16 or "
+                     r"float16 params \(use backend='torch' for other dtypes\)"),
+    (_flat_state, r"exp_avg_sqs\[2\] has shape \[120\] but params\[2\] has shape "
+                  r"\[2, 3, 4, 5\]; they must match"),
+    (_other_layout, r"exp_avgs\[2\] has strides .* give them one memory layout"),
+    (_double_steps, r"state_steps\[0\] must be a one-element Float tensor"),
+    (_two_grad_scales, r"grad_scale must hold exactly one value"),
+    (_half_grads, r"grads\[0\] has dtype Half, expected Float; one call takes one dtype "
+                  r"per list"),
+    (_strided_param, r"params\[0\] is not dense .* pass a contiguous copy"),
+], ids=["list-length", "dtype", "shape", "layout", "step-dtype", "grad_scale-size",
+        "mixed-dtypes", "not-dense"])
+def test_native_refuses_a_bad_bucket(op, spoil, match):
+    """The native ops check the whole bucket before writing (csrc/swd/op_checks.h): each
+    message names the argument, its index and what to pass instead."""
+    bucket = op_cases.make(BucketCase(program=(op,), shapes=((5,), (4097,), (2, 3, 4, 5),
+                                                             (33, 65)),
+                                      layout="channels_last"), "native")
+    args = bucket.args(op)
+    spoil(args)
+    assert_refused("native", op, args, match)
+
+
+@pytest.mark.parametrize("value, error", [(0.0, ValueError), (-1.0, ValueError),
+                                          (float("inf"), ValueError), (float("nan"), ValueError),
+                                          ("1.0", TypeError), (True, TypeError)])
+def test_a_bad_max_grad_norm_is_refused_before_anything_changes(value, error):
+    p = torch.randn(10, requires_grad=True)
+    with pytest.raises(error, match="max_grad_norm"):
+        ADAMS([p], max_grad_norm=value)
+    opt = ADAMS([p])
+    p.grad = torch.randn(10)
+    before = p.detach().clone()
+    opt.max_grad_norm = value
+    with pytest.raises(error, match="max_grad_norm"):
+        opt.step()
+    assert torch.equal(p.detach(), before) and not opt.state

@@ -14,6 +14,12 @@ MAKERS = {
     "sgds": lambda ps, b: swd_kernels.SGDS(ps, lr=1e-2, momentum=0.9, weight_decay=1e-2,
                                            backend=b),
     "adais": lambda ps, b: swd_kernels.AdaiS(ps, lr=1e-2, weight_decay=1e-2, backend=b),
+    # clipping with the reduction's norm, and with a norm pass of its own
+    "adams-clipped": lambda ps, b: swd_kernels.AdamS(ps, lr=1e-2, weight_decay=5e-2,
+                                                     max_grad_norm=0.05, backend=b),
+    "sgds-clipped": lambda ps, b: swd_kernels.SGDS(ps, lr=1e-2, momentum=0.9,
+                                                   weight_decay=1e-2, max_grad_norm=0.05,
+                                                   backend=b),
 }
 
 
@@ -45,6 +51,9 @@ def test_compiled_training_step_matches_eager(backend, family):
     for a, b in zip(eager_model.parameters(), compiled_model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     assert all(not torch.equal(a, b) for a, b in zip(compiled_model.parameters(), initial))
+    # the stats the compiled step wrote are eager's
+    for key, value in eager_opt.stats.items():
+        torch.testing.assert_close(compiled_opt.stats[key], value, rtol=1e-6, atol=0)
 
 
 def test_compiled_step_alone_matches_eager(backend):

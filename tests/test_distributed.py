@@ -1,7 +1,6 @@
 """Sharded training (DTensor / FSDP2 on CPU with gloo): the global mean spans every rank, so
 two ranks holding halves of the parameters step exactly like one process holding them all."""
 import os
-import sys
 import tempfile
 
 import pytest
@@ -10,19 +9,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import swd_kernels
+from ranks import exit_quietly, train
 
 WORLD = 2
 STEPS = 6
-
-
-def _exit_quietly() -> None:
-    """End a rank that finished its work and wrote its result, skipping interpreter shutdown:
-    there a rank sometimes aborted ("terminate called without an active exception", about 1
-    run in 8 on 2 cores, with or without a barrier before destroy_process_group), after
-    everything the test checks was done. Errors before this point still exit nonzero."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def _full_params_and_grads(seed: int):
@@ -36,14 +26,7 @@ def _full_params_and_grads(seed: int):
 
 
 def _single_process(make_optimizer):
-    params, grads = _full_params_and_grads(0)
-    params = [torch.nn.Parameter(p.clone()) for p in params]
-    opt = make_optimizer(params)
-    for step_grads in grads:
-        for p, g in zip(params, step_grads):
-            p.grad = g.clone()
-        opt.step()
-    return [p.detach() for p in params]
+    return train(*_full_params_and_grads(0), make_optimizer)
 
 
 def _make_adams(params):
@@ -79,7 +62,7 @@ def _worker(rank: int, init_file: str, name: str, out_file: str) -> None:
         dist.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()
-    _exit_quietly()
+    exit_quietly()
 
 
 @pytest.mark.parametrize("name", sorted(MAKERS))
@@ -141,7 +124,7 @@ def _fsdp_worker(rank: int, init_file: str, out_file: str) -> None:
         dist.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()
-    _exit_quietly()
+    exit_quietly()
 
 
 def test_fsdp2_fully_shard_matches_unsharded():

@@ -9,6 +9,11 @@ Under ``TRITON_INTERPRET=1`` ``@triton.jit`` makes interpreted functions, which 
 compiled, and the choice is made at import. So the compiling happens in a child Python
 process with that variable removed: this file, run as a script, compiles every variant and
 prints one JSON line of results, which the tests below read (the child runs once per session).
+
+.ci/triton36_compile.sh runs this file under Triton 3.6 (the GPU machine's) besides the 3.8
+installed here; the ahead-of-time API used below (ASTSource with a name -> type signature and
+constexprs keyed by argument index, GPUTarget, triton.compile, the ``launch_cooperative_grid``
+option) is the same in both.
 """
 from __future__ import annotations
 
@@ -21,6 +26,9 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = ("cuda", 90, 32)  # backend, compute capability (sm_90), warp size
+# When set (to a version, e.g. 3.6.0), the compiling Triton must be that version and every
+# variant must compile: a missing ptxas fails instead of skipping (.ci/triton36_compile.sh).
+REQUIRED_TRITON = "SWD_KERNELS_REQUIRED_TRITON"
 
 # Storage dtypes of one bucket: (params, grads, state).
 DTYPE_SETS = {"fp32": ("float32",) * 3, "bf16": ("bfloat16",) * 3, "fp16": ("float16",) * 3,
@@ -68,13 +76,14 @@ def _flags_id(flags: dict) -> str:
 # ------------------------------------------------------------------ the child process ------
 
 # Kernel arguments that are pointers, by name (everything else is an int or an fp32 scalar).
-POINTER_TYPES = {"pointer_table": "*i64", "chunk_tensor": "*i32", "chunk_start": "*i64",
-                 "numels": "*i64", "first_chunk": "*i32", "partials": "*fp64",
-                 "counter": "*i32", "counters": "*i32", "accum": "*fp64"}
+POINTER_TYPES = {"pointer_table": "*i64", "chunk_tensor": "*i64", "chunk_start": "*i64",
+                 "numels": "*i64", "first_chunk": "*i64", "partials": "*fp64",
+                 "tensor_sums": "*fp64", "tensor_counters": "*i32", "counter": "*i32",
+                 "counters": "*i32", "accum": "*fp64"}
 # Optional input tensors: fp32 when given, else the launcher passes a dummy (accum, fp64).
 OPTIONAL_POINTERS = {"lr_tensor": "HAS_LR_TENSOR", "grad_scale": "HAS_GRAD_SCALE",
                      "found_inf": "HAS_FOUND_INF"}
-INT_TYPES = {"n_tensors": "i32", "n_chunks": "i32", "total_numel": "i64"}
+INT_TYPES = {"n_tensors": "i32", "n_chunks": "i32", "chunk_size": "i32", "total_numel": "i64"}
 # Approximate fp32 division and square root: what Triton's fp32 `/` and `tl.sqrt` compile to
 # on NVIDIA GPUs (the interpreter divides exactly, so only the PTX shows them). rules.h divides
 # and takes roots correctly rounded, so the kernels use tl.div_rn / tl.sqrt_rn instead. Only
@@ -92,16 +101,16 @@ def compile_variant(module_name: str, kernel_name: str, flags: dict) -> dict:
     import triton.language as tl
     from triton.backends.compiler import GPUTarget
 
-    from swd_kernels.backends.triton import adam, chunking
+    from swd_kernels.backends.triton import adam, chunking, workspace
 
     module = importlib.import_module(f"swd_kernels.backends.triton.{module_name}")
     kernel = getattr(module, kernel_name)
     unknown = set(flags) - set(kernel.arg_names)
     assert not unknown, f"{kernel_name} has no parameters {sorted(unknown)}"
     constexprs = {k: getattr(tl, v) if k.endswith("_DTYPE") else v for k, v in flags.items()}
-    tiles = dict(CHUNK=chunking.CHUNK, BLOCK=chunking.BLOCK, TENSOR_TILE=chunking.TENSOR_TILE,
-                 PARTIAL_TILE=chunking.PARTIAL_TILE, ARRIVE=chunking.BARRIER_ARRIVE,
-                 RELEASE=chunking.BARRIER_RELEASE, DONE=chunking.STEP_DONE)
+    tiles = dict(BLOCK=chunking.BLOCK, TENSOR_TILE=chunking.TENSOR_TILE,
+                 PARTIAL_TILE=chunking.PARTIAL_TILE, ARRIVE=workspace.BARRIER_ARRIVE,
+                 RELEASE=workspace.BARRIER_RELEASE, DONE=workspace.STEP_DONE)
     constexprs.update({k: v for k, v in tiles.items() if k in kernel.arg_names})
     signature = {}
     for name in kernel.arg_names:
@@ -112,8 +121,10 @@ def compile_variant(module_name: str, kernel_name: str, flags: dict) -> dict:
         else:
             signature[name] = POINTER_TYPES.get(name) or INT_TYPES.get(name) or "fp32"
     options = {}
-    if kernel_name == "adam_step_one_launch_kernel" and adam._cooperative_launch_supported():
-        options["launch_cooperative_grid"] = True  # as adam_step_one_launch launches it
+    if kernel_name == "adam_step_one_launch_kernel":  # as adam_step_one_launch launches it
+        options = adam.one_launch_options()
+        if not adam.cooperative_launch_supported():
+            del options["launch_cooperative_grid"]
     source = triton.compiler.ASTSource(
         fn=kernel, signature=signature,
         constexprs={(kernel.arg_names.index(k),): v for k, v in constexprs.items()})
@@ -124,7 +135,8 @@ def compile_variant(module_name: str, kernel_name: str, flags: dict) -> dict:
     return {"ld_global_v4": ptx.count("ld.global.v4"), "ld_global": ptx.count("ld.global"),
             "st_global": ptx.count("st.global"),
             "approx_div_sqrt": sum(ptx.count(op) for op in APPROXIMATE_PTX),
-            "registers": registers_per_thread(compiled.asm["cubin"])}
+            "registers": registers_per_thread(compiled.asm["cubin"]),
+            "shared": compiled.metadata.shared, "num_warps": compiled.metadata.num_warps}
 
 
 def registers_per_thread(cubin: bytes) -> int | None:
@@ -170,8 +182,9 @@ def missing_toolchain() -> str | None:
 
 
 def child_main() -> None:
+    import triton
     reason = missing_toolchain()
-    results = {"skip": reason, "variants": {}}
+    results = {"skip": reason, "triton": triton.__version__, "variants": {}}
     if reason is None:
         for variant_id, (module_name, kernel_name, flags) in variants().items():
             try:
@@ -196,6 +209,11 @@ def compiled(tmp_path_factory) -> dict:
                            capture_output=True, text=True, timeout=600)
     assert child.returncode == 0, f"the compile process failed:\n{child.stderr[-6000:]}"
     results = json.loads(child.stdout.strip().splitlines()[-1])
+    required = os.environ.get(REQUIRED_TRITON)
+    if required:  # .ci/triton36_compile.sh: this Triton, and no skipping
+        assert results["triton"] == required, (
+            f"compiled with Triton {results['triton']}, not {REQUIRED_TRITON}={required}")
+        assert not results["skip"], results["skip"]
     if results["skip"]:
         pytest.skip(results["skip"])
     return results["variants"]
@@ -234,6 +252,22 @@ def test_aligned_fp32_update_loads_16_bytes_at_a_time(compiled, variant_id):
     """ALIGNED (every tensor 16-byte aligned) must let the compiler emit 128-bit loads: the
     update is memory-bound, and scalar loads would cost bandwidth."""
     assert compiled[variant_id]["ld_global_v4"] > 0
+
+
+@pytest.mark.parametrize("variant_id", [v for v in variants()
+                                        if v.startswith("adam_step_one_launch")])
+def test_one_launch_kernel_keeps_two_programs_per_sm90_sm(compiled, variant_id):
+    """The one-launch step's grid is as many programs as the GPU holds at once
+    (occupancy.py): its registers, at ONE_LAUNCH_WARPS warps a program, must leave room for
+    two programs on an H100/H200 SM, so each SM has two programs' loads in flight."""
+    from swd_kernels.backends.triton.occupancy import SmLimits, programs_per_sm
+    result = compiled[variant_id]
+    if result["registers"] is None:
+        pytest.skip("no cuobjdump next to this Triton to read register counts")
+    sm90 = SmLimits(registers=65536, threads=2048, shared_memory=233472, blocks=32, count=132)
+    fit = programs_per_sm(result["registers"], result["shared"], result["num_warps"], sm90)
+    assert fit >= 2, (f"{result['registers']} registers a thread at {result['num_warps']} "
+                      f"warps: {fit} program(s) per SM")
 
 
 if __name__ == "__main__":

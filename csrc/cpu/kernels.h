@@ -66,10 +66,10 @@ using CpuUpdateKernels =
 // One build of every kernel for one CPU capability.
 struct Kernels {
   const char* capability;
-  // sums[i]: amsgrad: the sum of the new max_exp_avg_sq of tensor i (not written);
-  // otherwise the sum of grad^2 of tensor i, grads not unscaled (the caller divides by
-  // grad_scale^2 in double). Deterministic for any thread count.
-  void (*adam_reduce)(const ReduceCall&, double* sums);
+  // grad_sq_sums[i]: the sum of grad^2 of tensor i, grads not unscaled (the caller divides
+  // by grad_scale^2 in double); amsgrad only, vmax_sums[i]: the sum of its new
+  // max_exp_avg_sq (not written). Deterministic for any thread count.
+  void (*adam_reduce)(const ReduceCall&, double* grad_sq_sums, double* vmax_sums);
   CpuUpdateKernels update;
 };
 

@@ -54,11 +54,12 @@ void write_steps(at::TensorList steps, const std::vector<float>& values) {
 
 double read_global_mean(const at::Tensor& accum) {
   const double* a = accum.const_data_ptr<double>();
-  return global_mean(a[0], a[1]);
+  return global_mean(a[kVhatSum], a[kCount]);
 }
 
-// Pass 1 of a checked bucket: each tensor's sum from the kernel, then in double its new
-// v_sum (non-amsgrad) and its share of sum(v_hat), added to accum.
+// Pass 1 of a checked bucket: each tensor's sums from the kernel, then in double, in tensor
+// order, its sum of g^2, its new v_sum (non-amsgrad), its share of sum(v_hat) and its clip
+// term (non-amsgrad), added to accum (swd/step_scalars.h).
 void reduce_bucket(const AdamReduceArgs& a, const Bucket& b) {
   const HostInputs in = read_inputs({}, 0.0, a.grad_scale, a.found_inf, false);
   const std::vector<float> steps = read_steps(a.state_steps);
@@ -72,25 +73,33 @@ void reduce_bucket(const AdamReduceArgs& a, const Bucket& b) {
   const ReduceCall call{b.param_dtype, b.state_dtype, tensors.data(),
                         static_cast<int64_t>(tensors.size()), a.amsgrad,
                         second_moment_coefficients(a.beta2), in.grad};
-  std::vector<double> sums(tensors.size());
-  best_kernels().adam_reduce(call, sums.data());
+  std::vector<double> grad_sq_sums(tensors.size());
+  std::vector<double> vmax_sums(a.amsgrad ? tensors.size() : 0);
+  best_kernels().adam_reduce(call, grad_sq_sums.data(), vmax_sums.data());
 
   // the kernel summed grads unscaled: sum((g / s)^2) = sum(g^2) / s^2, in double
   const double scale_squared = in.grad_scale * in.grad_scale;
-  double total = 0.0, count = 0.0;
-  for (size_t i = 0; i < sums.size(); ++i) {
-    double v_sum = sums[i];
-    if (!a.amsgrad) {
+  double v_hat = 0.0, count = 0.0, grad_sq = 0.0, clip = 0.0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const double sum_g2 = grad_sq_sums[i] / scale_squared;
+    double v_sum;
+    if (a.amsgrad) {
+      v_sum = vmax_sums[i];
+    } else {
       double* stored = a.v_sums[i].mutable_data_ptr<double>();
-      v_sum = updated_v_sum(*stored, sums[i] / scale_squared, a.beta2);
+      v_sum = updated_v_sum(*stored, sum_g2, a.beta2);
       if (!in.skip) *stored = v_sum;
+      clip += clip_term(sum_g2, a.beta2, steps[i]);
     }
-    total += v_hat_sum(v_sum, a.beta2, steps[i]);
+    v_hat += v_hat_sum(v_sum, a.beta2, steps[i]);
     count += static_cast<double>(tensors[i].numel);
+    grad_sq += sum_g2;
   }
   double* accum = a.accum.mutable_data_ptr<double>();
-  accum[0] += total;
-  accum[1] += count;
+  accum[kVhatSum] += v_hat;
+  accum[kCount] += count;
+  accum[kGradSqSum] += grad_sq;
+  if (!a.amsgrad) accum[kClipTerm] += clip;
 }
 
 // Pass 2 of a checked bucket with `Rule`: each tensor's scalars from its step count, the

@@ -1,7 +1,8 @@
 // swd_native::adam_reduce on CUDA: pass 1 of AdamS / AMSGradS / AdaiS. Per table, one block
-// per chunk writes the chunk's partial sum, then one block finalizes the table's tensors
-// (v_sums, shares of sum(v_hat)); the last table's finalize also sums every share in a fixed
-// order and adds the result to accum. No float atomics: the result is bitwise reproducible.
+// per chunk writes the chunk's partial sums, then one block finalizes the table's tensors
+// (v_sums, shares of accum); the last table's finalize also sums every share in a fixed order
+// and adds the totals to accum. No float atomics: on one device and build the result is
+// bitwise repeatable.
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include "cuda/chunk_phases.cuh"
@@ -17,45 +18,42 @@ using ReduceTableLists = ReduceLists<0, 1, 2>;
 template <typename P, typename S, bool kAmsgrad>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     reduce_chunks_kernel(const __grid_constant__ TensorTable t, const ReduceInputs in,
-                         double* partials) {
+                         const ReduceWorkspace w) {
   const int32_t chunk = t.first_chunk[0] + static_cast<int32_t>(blockIdx.x);
-  const double sum = reduce_chunk<P, S, kAmsgrad, ReduceTableLists>(
+  const ChunkSums sums = reduce_chunk<P, S, kAmsgrad, ReduceTableLists>(
       t, chunk, grad_options(in.amp.grad_scale, false), in.beta2);
-  if (threadIdx.x == 0) partials[chunk] = sum;
+  store_chunk_sums<kAmsgrad>(w, chunk, sums);
 }
 
 // One block: a warp per tensor of the table; with `sum_count` > 0 (the bucket's last table)
-// also the fixed-order sum of the bucket's shares into accum.
+// also the fixed-order sums of the bucket's shares, added to accum.
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     finalize_kernel(const __grid_constant__ TensorTable t, const ReduceInputs in,
-                    const double* partials, double* shares, int64_t sum_count) {
+                    const ReduceWorkspace w, int64_t sum_count) {
   const bool skipped = step_skipped(in.amp.found_inf);
   for (int i = threadIdx.x >> 5; i < t.count; i += kWarps) {
-    finalize_tensor(t, i, partials, in.beta2, in.amsgrad, skipped, shares);
+    finalize_tensor(t, i, w, in.beta2, in.amsgrad, skipped);
   }
   if (sum_count == 0) return;
   __syncthreads();  // this block's shares are written
-  const double total = sum_shares(shares, sum_count);
+  const TensorShares totals = sum_shares(w.shares, sum_count);
   if (threadIdx.x == 0) {
-    in.accum[0] += total;
-    in.accum[1] += in.elements;
+    store_accum(in.accum, accum_after(in.accum, totals, in.elements, in.amsgrad));
   }
 }
 
 template <typename P, typename S, bool kAmsgrad>
-void launch_reduce(const BucketPlan& plan, const ReduceInputs& in, double* partials,
-                   double* shares) {
+void launch_reduce(const BucketPlan& plan, const ReduceInputs& in, const ReduceWorkspace& w) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   for (size_t k = 0; k < plan.tables.size(); ++k) {
     const TensorTable& table = plan.tables[k];
     const int32_t chunks = BucketPlan::table_chunks(table);
     if (chunks > 0) {
-      reduce_chunks_kernel<P, S, kAmsgrad><<<chunks, kThreads, 0, stream>>>(table, in, partials);
+      reduce_chunks_kernel<P, S, kAmsgrad><<<chunks, kThreads, 0, stream>>>(table, in, w);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     const bool last = k + 1 == plan.tables.size();
-    finalize_kernel<<<1, kThreads, 0, stream>>>(table, in, partials, shares,
-                                                last ? plan.tensors : 0);
+    finalize_kernel<<<1, kThreads, 0, stream>>>(table, in, w, last ? plan.tensors : 0);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
@@ -74,10 +72,9 @@ void adam_reduce(const AdamReduceArgs& a) {
   }
   const BucketPlan plan =
       plan_bucket(lists, a.state_steps, a.amsgrad ? at::TensorList() : a.v_sums);
-  // partials of every chunk, then the share of every tensor
-  const at::Tensor workspace = at::empty({plan.chunks + plan.tensors}, a.accum.options());
-  double* partials = workspace.data_ptr<double>();
-  double* shares = partials + plan.chunks;
+  const at::Tensor workspace =
+      at::empty({reduce_workspace_doubles(plan, a.amsgrad)}, a.accum.options());
+  const ReduceWorkspace w = reduce_workspace(plan, a.amsgrad, workspace.data_ptr<double>());
   const ReduceInputs in{call.scalars.amp(), a.accum.data_ptr<double>(), a.beta2, plan.elements,
                         a.amsgrad};
   const Bucket& bucket = call.bucket;
@@ -85,9 +82,9 @@ void adam_reduce(const AdamReduceArgs& a) {
     using P = typename decltype(p)::type;
     using S = typename decltype(s)::type;
     if (a.amsgrad) {
-      launch_reduce<P, S, true>(plan, in, partials, shares);
+      launch_reduce<P, S, true>(plan, in, w);
     } else {
-      launch_reduce<P, P, false>(plan, in, partials, shares);  // reads no state
+      launch_reduce<P, P, false>(plan, in, w);  // reads no state
     }
   });
 }

@@ -4,20 +4,30 @@
 //   -- grid sync --
 //   2. per-tensor finalize, a warp per tensor          (finalize_tensor: v_sums, shares)
 //   -- grid sync --
-//   3. every block sums the shares in the same fixed order -> accum, v_bar; per-tensor
-//      update scalars, steps advanced                  (prepare_tensor)
+//   3. every block sums the shares in the same fixed order -> accum's new values, v_bar;
+//      per-tensor update scalars, steps advanced       (accum_after, prepare_tensor)
 //   -- grid sync --
-//   4. the element-wise update                         (update_chunk)
-// The pieces are those of adam_reduce + adam_update, so both paths give the same numbers.
-// Falls back to adam_reduce + adam_update when the device has no cooperative launch, the
-// bucket does not fit one table, or SWD_KERNELS_NO_COOPERATIVE=1.
+//   4. block 0 stores accum (every block has read it); the element-wise update
+//                                                      (update_chunk)
+// The pieces are those of adam_reduce + adam_update, so on one device and build both paths
+// give the same bits.
+//
+// Falls back to adam_reduce + adam_update when the device has no cooperative launch, the grid
+// cannot be co-resident, the bucket does not fit one table, or SWD_KERNELS_NO_COOPERATIVE=1.
+// That variable is read once, at the first adam_step on CUDA of the process; the device's
+// cooperative support, SM count and each kernel's resident blocks are asked once per device,
+// so a step makes no driver query besides the launch.
 #include <cooperative_groups.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
-#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAMacros.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/util/Exception.h>
 
 #include "cuda/chunk_phases.cuh"
 #include "cuda/host_checks.cuh"
@@ -30,99 +40,131 @@ namespace {
 using StepTableLists = ReduceLists<1, 3, 4>;
 
 struct StepWorkspace {
-  double* partials;             // per chunk
-  double* shares;               // per tensor
-  swd::AdamScalars* scalars;    // per tensor
+  ReduceWorkspace reduce;
+  swd::AdamScalars* scalars;  // per tensor
 };
 
 template <typename P, typename S, bool kAmsgrad>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     adam_step_kernel(const __grid_constant__ TensorTable t, const ReduceInputs in,
-                     const AdamHyper hyper, const StepInputs step_in, const UpdateFlags flags,
+                     const AdamHyper hyper, const StepInputs step_in, const bool maximize,
                      const StepWorkspace w) {
   namespace cg = cooperative_groups;
   cg::grid_group grid = cg::this_grid();
   const bool skipped = step_skipped(in.amp.found_inf);
-  const swd::GradOptions unscale = grad_options(in.amp.grad_scale, false);
-  const swd::GradOptions grad = grad_options(in.amp.grad_scale, flags.maximize);
-  // read before block 0 writes accum (after the second sync)
-  const double accum_sum = in.accum[0];
-  const double accum_count = in.accum[1];
   const int32_t chunks = t.first_chunk[t.count];
 
-  for (int32_t c = blockIdx.x; c < chunks; c += gridDim.x) {
-    const double sum =
-        reduce_chunk<P, S, kAmsgrad, StepTableLists>(t, c, unscale, in.beta2);
-    if (threadIdx.x == 0) w.partials[c] = sum;
+  {
+    const swd::GradOptions unscale = grad_options(in.amp.grad_scale, false);
+    for (int32_t c = blockIdx.x; c < chunks; c += gridDim.x) {
+      store_chunk_sums<kAmsgrad>(
+          w.reduce, c, reduce_chunk<P, S, kAmsgrad, StepTableLists>(t, c, unscale, in.beta2));
+    }
   }
   grid.sync();
 
   const int warps = gridDim.x * kWarps;
   for (int i = blockIdx.x * kWarps + (threadIdx.x >> 5); i < t.count; i += warps) {
-    finalize_tensor(t, i, w.partials, in.beta2, kAmsgrad, skipped, w.shares);
+    finalize_tensor(t, i, w.reduce, in.beta2, kAmsgrad, skipped);
   }
   grid.sync();
 
-  // the same operations as finalize_kernel's `accum += ...` and prepare_kernel's v_bar
-  const double sum = accum_sum + sum_shares(w.shares, t.count);
-  const double count = accum_count + in.elements;
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    in.accum[0] = sum;
-    in.accum[1] = count;
-  }
-  const double lr = step_lr(step_in);
-  const double v_bar = swd::global_mean(sum, count);
-  const int threads = gridDim.x * kThreads;
-  for (int i = blockIdx.x * kThreads + threadIdx.x; i < t.count; i += threads) {
-    prepare_tensor<AdamRule<kAmsgrad>>(t, i, hyper, lr, v_bar, skipped, w.scalars);
+  // the same operations as finalize_kernel's accum update and prepare_kernel's v_bar; the new
+  // accum waits in shared memory (in registers across the prepare loop it spilled)
+  __shared__ AccumValues new_accum;
+  {
+    const AccumValues accum =
+        accum_after(in.accum, sum_shares(w.reduce.shares, t.count), in.elements, kAmsgrad);
+    if (threadIdx.x == 0) new_accum = accum;
+    const double lr = step_lr(step_in);
+    const double v_bar = swd::global_mean(accum.v[swd::kVhatSum], accum.v[swd::kCount]);
+    // one thread per tensor, all in block 0 (a loop over the grid kept its stride live
+    // through the double-precision scalars and spilled it)
+    static_assert(kTableCapacity <= kThreads, "block 0 prepares every tensor of the table");
+    const int i = blockIdx.x * kThreads + threadIdx.x;
+    if (i < t.count) prepare_tensor<AdamRule<kAmsgrad>>(t, i, hyper, lr, v_bar, skipped, w.scalars);
   }
   grid.sync();
 
+  if (blockIdx.x == 0 && threadIdx.x == 0) store_accum(in.accum, new_accum);
   if (skipped) return;  // uniform over the grid: no sync follows
   for (int32_t c = blockIdx.x; c < chunks; c += gridDim.x) {
-    update_chunk<AdamRule<kAmsgrad>, P, S>(t, c, w.scalars, grad);
+    update_chunk<AdamRule<kAmsgrad>, P, S>(t, c, w.scalars,
+                                           grad_options(in.amp.grad_scale, maximize));
   }
 }
 
-// Launches the cooperative step; false when this device cannot run it co-resident.
+// What the cooperative launch needs to know of a device, asked once per device.
+struct DeviceInfo {
+  bool cooperative;  // cudaDevAttrCooperativeLaunch
+  int sms;           // multiprocessors
+};
+
+const DeviceInfo& device_info(int device) {
+  static std::once_flag asked[C10_COMPILE_TIME_MAX_GPUS];
+  static DeviceInfo info[C10_COMPILE_TIME_MAX_GPUS];
+  TORCH_INTERNAL_ASSERT(device >= 0 && device < C10_COMPILE_TIME_MAX_GPUS, "device ", device);
+  std::call_once(asked[device], [device] {
+    int cooperative = 0;
+    C10_CUDA_CHECK(
+        cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
+    C10_CUDA_CHECK(
+        cudaDeviceGetAttribute(&info[device].sms, cudaDevAttrMultiProcessorCount, device));
+    info[device].cooperative = cooperative != 0;
+  });
+  return info[device];
+}
+
+// How many blocks of adam_step_kernel<P, S, kAmsgrad> one SM of the current device (`device`)
+// holds at once, asked once per device.
 template <typename P, typename S, bool kAmsgrad>
-bool launch_cooperative_step(const BucketPlan& plan, const ReduceInputs& in,
+int resident_blocks_per_sm(int device) {
+  static std::once_flag asked[C10_COMPILE_TIME_MAX_GPUS];
+  static int blocks[C10_COMPILE_TIME_MAX_GPUS];
+  TORCH_INTERNAL_ASSERT(device >= 0 && device < C10_COMPILE_TIME_MAX_GPUS, "device ", device);
+  std::call_once(asked[device], [device] {
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &blocks[device], adam_step_kernel<P, S, kAmsgrad>, kThreads, 0));
+  });
+  return blocks[device];
+}
+
+// SWD_KERNELS_NO_COOPERATIVE=1, read at the first call.
+bool cooperative_switched_off() {
+  static const bool off = [] {
+    const char* value = std::getenv("SWD_KERNELS_NO_COOPERATIVE");
+    return value != nullptr && std::strcmp(value, "1") == 0;
+  }();
+  return off;
+}
+
+// Launches the cooperative step on the current device (`device`); false when the device
+// cannot run it co-resident.
+template <typename P, typename S, bool kAmsgrad>
+bool launch_cooperative_step(int device, const BucketPlan& plan, const ReduceInputs& in,
                              const AdamHyper& hyper, const StepInputs& step_in, bool maximize,
                              const StepWorkspace& workspace) {
-  auto kernel = adam_step_kernel<P, S, kAmsgrad>;
-  int blocks_per_sm = 0;
-  C10_CUDA_CHECK(
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, kernel, kThreads, 0));
+  const int blocks_per_sm = resident_blocks_per_sm<P, S, kAmsgrad>(device);
   if (blocks_per_sm < 1) return false;
-  int device = 0, sms = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int grid = std::max(1, std::min(blocks_per_sm * sms, static_cast<int>(plan.chunks)));
+  const int grid = std::max(
+      1, std::min(blocks_per_sm * device_info(device).sms, static_cast<int>(plan.chunks)));
   // cudaLaunchCooperativeKernel takes pointers to (non-const copies of) the arguments
   TensorTable table = plan.tables[0];
   ReduceInputs reduce_in = in;
   AdamHyper h = hyper;
   StepInputs s = step_in;
-  UpdateFlags f{maximize};
+  bool m = maximize;
   StepWorkspace w = workspace;
-  void* args[] = {&table, &reduce_in, &h, &s, &f, &w};
+  void* args[] = {&table, &reduce_in, &h, &s, &m, &w};
   const cudaError_t error = cudaLaunchCooperativeKernel(
-      reinterpret_cast<const void*>(kernel), dim3(grid), dim3(kThreads), args, 0,
-      c10::cuda::getCurrentCUDAStream());
+      reinterpret_cast<const void*>(adam_step_kernel<P, S, kAmsgrad>), dim3(grid),
+      dim3(kThreads), args, 0, c10::cuda::getCurrentCUDAStream());
   if (error == cudaErrorCooperativeLaunchTooLarge) {
     (void)cudaGetLastError();  // clear it; the caller falls back to two ops
     return false;
   }
   C10_CUDA_CHECK(error);
   return true;
-}
-
-bool cooperative_wanted(const at::Device& device) {
-  const char* off = std::getenv("SWD_KERNELS_NO_COOPERATIVE");
-  if (off != nullptr && std::strcmp(off, "1") == 0) return false;
-  int supported = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&supported, cudaDevAttrCooperativeLaunch, device.index()));
-  return supported != 0;
 }
 
 }  // namespace
@@ -136,8 +178,9 @@ void adam_step(const AdamStepArgs& args) {
     adam_reduce(args.reduce());
     adam_update(a);
   };
-  if (a.params.size() > static_cast<size_t>(kTableCapacity) ||
-      !cooperative_wanted(call.bucket.device)) {
+  const int device = call.bucket.device.index();
+  if (a.params.size() > static_cast<size_t>(kTableCapacity) || cooperative_switched_off() ||
+      !device_info(device).cooperative) {
     two_ops();
     return;
   }
@@ -145,14 +188,15 @@ void adam_step(const AdamStepArgs& args) {
   if (a.amsgrad) lists.push_back(a.max_exp_avg_sqs);
   const BucketPlan plan =
       plan_bucket(lists, a.state_steps, a.amsgrad ? at::TensorList() : args.v_sums);
-  // doubles: partials per chunk, shares per tensor, then the per-tensor scalars
+  // float64 elements: the reduction's partials and shares, then the per-tensor scalars
+  const int64_t reduce_doubles = reduce_workspace_doubles(plan, a.amsgrad);
   const int64_t scalar_doubles =
       (plan.tensors * static_cast<int64_t>(sizeof(swd::AdamScalars)) + 7) / 8;
   const at::Tensor workspace =
-      at::empty({plan.chunks + plan.tensors + scalar_doubles}, a.accum.options());
+      at::empty({reduce_doubles + scalar_doubles}, a.accum.options());
   double* base = workspace.data_ptr<double>();
-  const StepWorkspace w{base, base + plan.chunks,
-                        reinterpret_cast<swd::AdamScalars*>(base + plan.chunks + plan.tensors)};
+  const StepWorkspace w{reduce_workspace(plan, a.amsgrad, base),
+                        reinterpret_cast<swd::AdamScalars*>(base + reduce_doubles)};
   const ReduceInputs in{call.scalars.amp(), a.accum.data_ptr<double>(), a.beta2, plan.elements,
                         a.amsgrad};
   const StepInputs step_in = call.scalars.step(a.lr, a.accum.const_data_ptr<double>());
@@ -162,9 +206,10 @@ void adam_step(const AdamStepArgs& args) {
   CudaDtypePairs::dispatch(bucket.param_dtype, bucket.state_dtype, [&](auto p, auto s) {
     using P = typename decltype(p)::type;
     using S = typename decltype(s)::type;
-    launched = a.amsgrad
-                   ? launch_cooperative_step<P, S, true>(plan, in, hyper, step_in, a.maximize, w)
-                   : launch_cooperative_step<P, S, false>(plan, in, hyper, step_in, a.maximize, w);
+    launched = a.amsgrad ? launch_cooperative_step<P, S, true>(device, plan, in, hyper,
+                                                               step_in, a.maximize, w)
+                         : launch_cooperative_step<P, S, false>(device, plan, in, hyper,
+                                                                step_in, a.maximize, w);
   });
   if (!launched) two_ops();
 }

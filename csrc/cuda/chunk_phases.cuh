@@ -1,13 +1,21 @@
 // The device-side pieces every CUDA path is built from, so that the multi-launch path
 // (adam_reduce, then an update op) and the single cooperative launch (adam_step) run the very
 // same arithmetic in the same order:
-//   reduce_chunk     one chunk's sum of (g/scale)^2, or of max(vmax, v_new) for AMSGradS
-//   finalize_tensor  one tensor's chunk sums -> its v_sum and its share of sum(v_hat)
-//   sum_shares       the fixed-order sum of every tensor's share (no float atomics)
+//   reduce_chunk     one chunk's sum of (g/scale)^2, and for AMSGradS of max(vmax, v_new)
+//   finalize_tensor  one tensor's chunk sums -> its v_sum and its shares of accum
+//   sum_shares       the fixed-order sum of every tensor's shares (no float atomics)
+//   accum_after      accum with a call's totals added
 //   prepare_tensor   one tensor's update scalars (swd/rules.h), and its step advanced
 //   update_chunk     one chunk of the element-wise update, for any rule of swd/rules.h
 // Every sum has a fixed shape: per-thread sums over a fixed index pattern, then a fixed tree,
-// so two runs (or the two paths) give bitwise equal results.
+// so on one device and build two runs (and the two paths) give bitwise equal results. The CPU
+// builds sum in another order and contract multiply-adds differently (nvcc fuses them into FMA
+// by default): they agree with these kernels within the oracle tolerance, not bitwise
+// (docs/design.md §6).
+//
+// Register budget: chunk kernels run kThreads = 512 threads with kMinBlocksPerSm = 2, so
+// ptxas caps them at 64 registers; anything live beyond that spills to the stack (local
+// memory). tests/test_native_resources.py holds every kernel's stack to a limit.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -22,46 +30,39 @@ namespace swd::cuda {
 
 // ---------------------------------------------------------------- loads and stores -------
 
-// Elements per thread step: 16 bytes of the param dtype (4 fp32, 8 bf16/fp16, 2 fp64).
+// Elements per thread step of the reduction: 16 bytes of the param dtype (4 fp32, 8 bf16/fp16,
+// 2 fp64). It fixes which elements each thread sums, so it must not change.
 template <typename P>
 constexpr int pack_width() {
   return static_cast<int>(16 / sizeof(P));
 }
 
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
-};
-
-// N elements from p as float; only the first `left` when fewer remain (the rest read as 0).
-// The vector load needs the pointer aligned to the pack (checked on the host per tensor).
-template <int N, typename T>
-__device__ __forceinline__ void load_pack(const T* p, int64_t left, bool vectorized,
-                                          float (&out)[N]) {
-  if (vectorized && left >= N) {
-    const Pack<T, N> pack = *reinterpret_cast<const Pack<T, N>*>(p);
-#pragma unroll
-    for (int j = 0; j < N; ++j) out[j] = static_cast<float>(pack.v[j]);
-  } else {
-#pragma unroll
-    for (int j = 0; j < N; ++j) out[j] = j < left ? static_cast<float>(p[j]) : 0.0f;
-  }
+// Elements per thread step of the update: 16 bytes of the wider of the param and state dtypes.
+// With bf16/fp16 params and fp32 state, 8 elements (32 bytes of each state) held AMSGradS's
+// kernels above 64 registers: 8 to 24 bytes of stack. The order of an element-wise update
+// does not matter, and the host's alignment check (every list aligned for pack_width<P>()
+// elements) covers these smaller packs.
+template <typename P, typename S>
+constexpr int update_width() {
+  return static_cast<int>(16 / (sizeof(P) > sizeof(S) ? sizeof(P) : sizeof(S)));
 }
 
-template <int N, typename T>
-__device__ __forceinline__ void store_pack(T* p, int64_t left, bool vectorized,
-                                           const float (&in)[N]) {
-  if (vectorized && left >= N) {
-    Pack<T, N> pack;
-#pragma unroll
-    for (int j = 0; j < N; ++j) pack.v[j] = static_cast<T>(in[j]);
-    *reinterpret_cast<Pack<T, N>*>(p) = pack;
-  } else {
-#pragma unroll
-    for (int j = 0; j < N; ++j) {
-      if (j < left) p[j] = static_cast<T>(in[j]);
-    }
-  }
+// W consecutive storage values, loaded or stored as one access: the pointer must be aligned to
+// the pack (checked on the host per tensor; W = 1 is any element). Values stay in their
+// storage type until used, so a 16-bit pack holds two values per register.
+template <typename T, int W>
+struct alignas(sizeof(T) * W) Pack {
+  T v[W];
+};
+
+template <int W, typename T>
+__device__ __forceinline__ Pack<T, W> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T, W>*>(p);
+}
+
+template <int W, typename T>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T, W>& pack) {
+  *reinterpret_cast<Pack<T, W>*>(p) = pack;
 }
 
 // ---------------------------------------------------------------- fixed-order sums -------
@@ -73,24 +74,31 @@ __device__ __forceinline__ double warp_sum(double x) {
   return x;
 }
 
-// The sum of x over the block, returned to every thread. All threads must call it.
-__device__ __forceinline__ double block_sum(double x) {
-  __shared__ double warp_totals[kWarps];
-  __shared__ double total;
+// The sums of x[0], ..., x[K-1] over the block, in x of every thread: each value by the same
+// tree (warp_sum, then warp 0 over the warps' totals). All threads must call it.
+template <int K>
+__device__ __forceinline__ void block_sum(double (&x)[K]) {
+  __shared__ double warp_totals[K][kWarps];
+  __shared__ double totals[K];
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  x = warp_sum(x);
-  if (lane == 0) warp_totals[warp] = x;
-  __syncthreads();
-  if (warp == 0) {
-    double y = lane < kWarps ? warp_totals[lane] : 0.0;
-    y = warp_sum(y);
-    if (lane == 0) total = y;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    x[k] = warp_sum(x[k]);
+    if (lane == 0) warp_totals[k][warp] = x[k];
   }
   __syncthreads();
-  const double result = total;
+  if (warp == 0) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const double y = warp_sum(lane < kWarps ? warp_totals[k][lane] : 0.0);
+      if (lane == 0) totals[k] = y;
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int k = 0; k < K; ++k) x[k] = totals[k];
   __syncthreads();  // a following call may overwrite the shared values
-  return result;
 }
 
 // ---------------------------------------------------------------- chunks -----------------
@@ -98,7 +106,7 @@ __device__ __forceinline__ double block_sum(double x) {
 struct ChunkRange {
   int tensor;      // index in the table
   int64_t start;   // first element of the chunk in that tensor
-  int64_t size;    // elements in the chunk
+  int size;        // elements in the chunk, at most kChunk
 };
 
 // The tensor holding bucket-wide chunk `chunk`: the last entry whose first chunk is <= chunk
@@ -113,7 +121,7 @@ __device__ __forceinline__ ChunkRange locate(const TensorTable& t, int32_t chunk
   r.tensor = lo;
   r.start = static_cast<int64_t>(chunk - t.first_chunk[lo]) * kChunk;
   const int64_t left = t.numels[lo] - r.start;
-  r.size = left < kChunk ? left : kChunk;
+  r.size = static_cast<int>(left < kChunk ? left : kChunk);
   return r;
 }
 
@@ -123,8 +131,8 @@ struct AmpInputs {
   const float* found_inf;
 };
 
-// What the reduction needs besides the table: `accum` is the op contract's float64
-// [sum of v_hat, element count]; `elements` the element count this call adds.
+// What the reduction needs besides the table: `accum` is the op contract's float64 accumulator
+// (swd::AccumIndex); `elements` the element count this call adds.
 struct ReduceInputs {
   AmpInputs amp;
   double* accum;
@@ -132,6 +140,34 @@ struct ReduceInputs {
   double elements;
   bool amsgrad;
 };
+
+// A tensor's shares of accum (swd/step_scalars.h): of sum(v_hat), of sum(g^2), of the clip
+// term (0 for AMSGradS).
+struct TensorShares {
+  double v_hat, grad_sq, clip;
+};
+static_assert(sizeof(TensorShares) == 3 * sizeof(double), "shares are packed doubles");
+
+// Where the reduction keeps its intermediate sums (device memory of one call).
+struct ReduceWorkspace {
+  double* partials;          // per chunk: the sum of (g/scale)^2, for AMSGradS of the new vmax
+  double* grad_sq_partials;  // per chunk, AMSGradS: the sum of (g/scale)^2 (else = partials)
+  TensorShares* shares;      // per tensor of the bucket
+};
+
+// The float64 elements a reduction's workspace takes: partials per chunk (twice for
+// AMSGradS), then the shares of every tensor.
+inline int64_t reduce_workspace_doubles(const BucketPlan& plan, bool amsgrad) {
+  constexpr int64_t kShareDoubles = sizeof(TensorShares) / sizeof(double);
+  return (amsgrad ? 2 : 1) * static_cast<int64_t>(plan.chunks) + kShareDoubles * plan.tensors;
+}
+
+// The workspace of a reduction of `plan` in the reduce_workspace_doubles() at `base`.
+inline ReduceWorkspace reduce_workspace(const BucketPlan& plan, bool amsgrad, double* base) {
+  const int64_t chunks = plan.chunks;
+  return {base, amsgrad ? base + chunks : base,
+          reinterpret_cast<TensorShares*>(base + (amsgrad ? 2 : 1) * chunks)};
+}
 
 // What the per-tensor update scalars are formed from: lr (an lr_tensor wins; it is read as
 // float32 or float64, whichever it is, so the usual fp32 lr needs no conversion launch), and
@@ -154,20 +190,14 @@ __device__ __forceinline__ bool step_skipped(const float* found_inf) {
   return found_inf != nullptr && *found_inf != 0.0f;
 }
 
-// How the rules see the grads, read once per kernel: divided by grad_scale, or by 1 when none
-// is given. Branching around the divide instead (as the CPU does) raised the stack of the
-// bf16/fp16 adam_step kernels from 40 to 48 and 88 to 96 bytes (cuobjdump -res-usage, sm_90).
+// How the rules see the grads: divided by grad_scale, or by 1 (exact) when none is given, one
+// code path for both. Branching around the divide, as the CPU does, once cost the bf16/fp16
+// adam_step kernels 8 more bytes of stack; with the present loops the two forms differ by at
+// most 2 registers either way and neither spills (cuobjdump -res-usage, sm_90, CUDA 13.0).
 __device__ __forceinline__ swd::GradOptions grad_options(const float* grad_scale,
                                                          bool maximize) {
   return {true, grad_scale != nullptr ? *grad_scale : 1.0f, maximize};
 }
-
-// The update kernels' flags. A struct, not a bare bool kernel parameter: with `const bool`
-// ptxas gave update_kernel<AdamRule<true>, float, float> 64 registers and a 16-byte stack
-// instead of 56 and none (sm_90, CUDA 13.0).
-struct UpdateFlags {
-  bool maximize;
-};
 
 // ---------------------------------------------------------------- pass 1 -----------------
 
@@ -178,74 +208,165 @@ struct ReduceLists {
   static constexpr int grad = kGrad, exp_avg_sq = kExpAvgSq, max_exp_avg_sq = kMaxExpAvgSq;
 };
 
-// One chunk's sum: of (g/scale)^2, or for AMSGradS of max(vmax, beta2*v + (1-beta2)*g^2).
-// Returned to every thread of the block.
+// One chunk's sums, in every thread of the block.
+struct ChunkSums {
+  double grad_sq;  // of (g/scale)^2
+  double vmax;     // AMSGradS: of max(vmax, beta2*v + (1-beta2)*g^2); else 0
+};
+
+// One thread's running sums over its elements.
+struct ThreadSums {
+  float grad_sq = 0.0f;
+  float vmax = 0.0f;
+};
+
+// Adds element j of W loaded values to a thread's sums.
+template <bool kAmsgrad, int W, typename P, typename S>
+__device__ __forceinline__ void add_element(ThreadSums& sums, const Pack<P, W>& g,
+                                            const Pack<S, W>& v, const Pack<S, W>& vmax, int j,
+                                            const swd::GradOptions& unscale,
+                                            const swd::SecondMoment& coefficients) {
+  const float ge = swd::effective_grad(static_cast<float>(g.v[j]), unscale);
+  sums.grad_sq += ge * ge;
+  if constexpr (kAmsgrad) {
+    sums.vmax += swd::new_max_exp_avg_sq(static_cast<float>(v.v[j]),
+                                         static_cast<float>(vmax.v[j]), ge, coefficients);
+  }
+}
+
+// One chunk's sums. Thread x takes the N-element packs at x*N, x*N + kThreads*N, ... and adds
+// their elements in order: whole packs by 16-byte loads where the tensor is aligned, the rest
+// (and every pack of an unaligned tensor) element by element, in the same order.
 template <typename P, typename S, bool kAmsgrad, typename Lists>
-__device__ double reduce_chunk(const TensorTable& t, int32_t chunk,
-                               const swd::GradOptions& unscale, double beta2) {
+__device__ ChunkSums reduce_chunk(const TensorTable& t, int32_t chunk,
+                                  const swd::GradOptions& unscale, double beta2) {
   const swd::SecondMoment coefficients = swd::second_moment_coefficients(beta2);
   constexpr int N = pack_width<P>();
+  constexpr int kStride = kThreads * N;
   const ChunkRange r = locate(t, chunk);
   const P* g = static_cast<const P*>(t.lists[Lists::grad][r.tensor]) + r.start;
-  const bool vectorized = t.vectorized[r.tensor] != 0;
-  float sum = 0.0f;
+  const S* v = nullptr;
+  const S* vmax = nullptr;
+  if constexpr (kAmsgrad) {
+    v = static_cast<const S*>(t.lists[Lists::exp_avg_sq][r.tensor]) + r.start;
+    vmax = static_cast<const S*>(t.lists[Lists::max_exp_avg_sq][r.tensor]) + r.start;
+  }
+  ThreadSums sums;
+  int pos = threadIdx.x * N;
+  if (t.vectorized[r.tensor] != 0) {
 #pragma unroll 4  // several independent loads in flight per thread; the add order is unchanged
-  for (int64_t pos = static_cast<int64_t>(threadIdx.x) * N; pos < r.size;
-       pos += static_cast<int64_t>(kThreads) * N) {
-    const int64_t left = r.size - pos;
-    float gv[N];
-    load_pack<N>(g + pos, left, vectorized, gv);
-    if constexpr (kAmsgrad) {
-      const S* v = static_cast<const S*>(t.lists[Lists::exp_avg_sq][r.tensor]) + r.start;
-      const S* vmax = static_cast<const S*>(t.lists[Lists::max_exp_avg_sq][r.tensor]) + r.start;
-      float vv[N], mv[N];
-      load_pack<N>(v + pos, left, vectorized, vv);
-      load_pack<N>(vmax + pos, left, vectorized, mv);
-#pragma unroll
-      for (int j = 0; j < N; ++j) {
-        if (j < left) {
-          sum += swd::new_max_exp_avg_sq(vv[j], mv[j], swd::effective_grad(gv[j], unscale),
-                                         coefficients);
-        }
+    for (; pos + N <= r.size; pos += kStride) {
+      const Pack<P, N> gp = load_pack<N>(g + pos);
+      Pack<S, N> vp{}, mp{};
+      if constexpr (kAmsgrad) {
+        vp = load_pack<N>(v + pos);
+        mp = load_pack<N>(vmax + pos);
       }
-    } else {
 #pragma unroll
       for (int j = 0; j < N; ++j) {
-        if (j < left) {
-          const float ge = swd::effective_grad(gv[j], unscale);
-          sum += ge * ge;
-        }
+        add_element<kAmsgrad>(sums, gp, vp, mp, j, unscale, coefficients);
       }
     }
   }
-  return block_sum(static_cast<double>(sum));
+  for (; pos < r.size; pos += kStride) {
+    const int count = r.size - pos < N ? r.size - pos : N;
+    for (int j = 0; j < count; ++j) {
+      const Pack<P, 1> gp = load_pack<1>(g + pos + j);
+      Pack<S, 1> vp{}, mp{};
+      if constexpr (kAmsgrad) {
+        vp = load_pack<1>(v + pos + j);
+        mp = load_pack<1>(vmax + pos + j);
+      }
+      add_element<kAmsgrad>(sums, gp, vp, mp, 0, unscale, coefficients);
+    }
+  }
+  if constexpr (kAmsgrad) {
+    double x[2] = {sums.grad_sq, sums.vmax};
+    block_sum(x);
+    return {x[0], x[1]};
+  } else {
+    double x[1] = {sums.grad_sq};
+    block_sum(x);
+    return {x[0], 0.0};
+  }
 }
 
-// One warp: tensor i's chunk sums (bucket-wide `partials`) -> its sum S of v (non-amsgrad:
-// swd::updated_v_sum, written back unless the step is skipped; AMSGradS: the sum of vmax)
-// -> its share of sum(v_hat) (swd::v_hat_sum), into shares[bucket index].
-__device__ __forceinline__ void finalize_tensor(const TensorTable& t, int i, const double* partials,
-                                                double beta2, bool amsgrad, bool skipped,
-                                                double* shares) {
+// One chunk's sums into the workspace (by thread 0).
+template <bool kAmsgrad>
+__device__ __forceinline__ void store_chunk_sums(const ReduceWorkspace& w, int32_t chunk,
+                                                 const ChunkSums& sums) {
+  if (threadIdx.x != 0) return;
+  if constexpr (kAmsgrad) {
+    w.partials[chunk] = sums.vmax;
+    w.grad_sq_partials[chunk] = sums.grad_sq;
+  } else {
+    w.partials[chunk] = sums.grad_sq;
+  }
+}
+
+// One warp: tensor i's chunk sums -> its sum S of v (non-amsgrad: swd::updated_v_sum, written
+// back unless the step is skipped; AMSGradS: the sum of vmax) and its sum of g^2 -> its
+// shares, into w.shares[bucket index].
+__device__ __forceinline__ void finalize_tensor(const TensorTable& t, int i,
+                                                const ReduceWorkspace& w, double beta2,
+                                                bool amsgrad, bool skipped) {
   const int lane = threadIdx.x & 31;
-  double s = 0.0;
-  for (int32_t c = t.first_chunk[i] + lane; c < t.first_chunk[i + 1]; c += 32) s += partials[c];
-  s = warp_sum(s);
-  if (lane == 0) {
-    double sum_v = s;
-    if (!amsgrad) {
-      sum_v = swd::updated_v_sum(*t.v_sums[i], s, beta2);
-      if (!skipped) *t.v_sums[i] = sum_v;
-    }
-    shares[t.first_tensor + i] = swd::v_hat_sum(sum_v, beta2, *t.steps[i]);
+  double s = 0.0, g2 = 0.0;
+  for (int32_t c = t.first_chunk[i] + lane; c < t.first_chunk[i + 1]; c += 32) {
+    s += w.partials[c];
+    if (amsgrad) g2 += w.grad_sq_partials[c];
   }
+  s = warp_sum(s);
+  if (amsgrad) g2 = warp_sum(g2);
+  if (lane != 0) return;
+  const float step = *t.steps[i];
+  TensorShares shares;
+  if (amsgrad) {
+    shares.v_hat = swd::v_hat_sum(s, beta2, step);
+    shares.grad_sq = g2;
+    shares.clip = 0.0;
+  } else {
+    const double v_sum = swd::updated_v_sum(*t.v_sums[i], s, beta2);
+    if (!skipped) *t.v_sums[i] = v_sum;
+    shares.v_hat = swd::v_hat_sum(v_sum, beta2, step);
+    shares.grad_sq = s;
+    shares.clip = swd::clip_term(s, beta2, step);
+  }
+  w.shares[t.first_tensor + i] = shares;
 }
 
-// The fixed-order sum of shares[0, count), returned to every thread of the block.
-__device__ __forceinline__ double sum_shares(const double* shares, int64_t count) {
-  double x = 0.0;
-  for (int64_t i = threadIdx.x; i < count; i += kThreads) x += shares[i];
-  return block_sum(x);
+// The fixed-order sums of shares[0, count), in every thread of the block.
+__device__ __forceinline__ TensorShares sum_shares(const TensorShares* shares, int64_t count) {
+  double x[3] = {0.0, 0.0, 0.0};
+  for (int64_t i = threadIdx.x; i < count; i += kThreads) {
+    x[0] += shares[i].v_hat;
+    x[1] += shares[i].grad_sq;
+    x[2] += shares[i].clip;
+  }
+  block_sum(x);
+  return {x[0], x[1], x[2]};
+}
+
+// accum (read at `accum`) with a call's totals added: the new values of every slot; for
+// AMSGradS accum[kClipTerm] stays as it is.
+struct AccumValues {
+  double v[swd::kAccumSize];
+};
+
+__device__ __forceinline__ AccumValues accum_after(const double* accum,
+                                                   const TensorShares& totals,
+                                                   double elements, bool amsgrad) {
+  AccumValues a;
+  a.v[swd::kVhatSum] = accum[swd::kVhatSum] + totals.v_hat;
+  a.v[swd::kCount] = accum[swd::kCount] + elements;
+  a.v[swd::kGradSqSum] = accum[swd::kGradSqSum] + totals.grad_sq;
+  a.v[swd::kClipTerm] = amsgrad ? accum[swd::kClipTerm] : accum[swd::kClipTerm] + totals.clip;
+  return a;
+}
+
+__device__ __forceinline__ void store_accum(double* accum, const AccumValues& a) {
+#pragma unroll
+  for (int k = 0; k < swd::kAccumSize; ++k) accum[k] = a.v[k];
 }
 
 // ---------------------------------------------------------------- pass 2 -----------------
@@ -263,42 +384,87 @@ __device__ __forceinline__ void prepare_tensor(const TensorTable& t, int i,
   if (!skipped) *step = before + 1.0f;
 }
 
-// One chunk of the update: table lists are param, grad, then the rule's states.
+// Where one thread's next W elements of param, grad and the rule's states are (a rule without
+// state keeps a null slot).
+template <typename Rule, typename P, typename S>
+struct ElementPointers {
+  P* param;
+  const P* grad;
+  S* states[swd::kStateSlots<Rule>];
+
+  // the pointers `n` elements further on
+  __device__ __forceinline__ ElementPointers at(int n) const {
+    ElementPointers q{param + n, grad + n, {}};
+#pragma unroll
+    for (int k = 0; k < Rule::kStates; ++k) q.states[k] = states[k] + n;
+    return q;
+  }
+};
+
+// W consecutive elements of param, grad and the rule's states, loaded as packs of W, updated
+// by the rule one element at a time, stored. Values stay in storage form until their element
+// is updated: for 16-bit storage this halves the registers the loaded packs hold.
+template <typename Rule, int W, typename P, typename S>
+__device__ __forceinline__ void update_elements(const ElementPointers<Rule, P, S>& at,
+                                                const typename Rule::Scalars& c,
+                                                const swd::GradOptions& grad) {
+  constexpr int K = Rule::kStates;
+  constexpr int kSlots = swd::kStateSlots<Rule>;
+  Pack<P, W> pp = load_pack<W>(at.param);
+  const Pack<P, W> gp = load_pack<W>(at.grad);
+  Pack<S, W> sp[kSlots];
+#pragma unroll
+  for (int k = 0; k < K; ++k) sp[k] = load_pack<W>(at.states[k]);
+#pragma unroll
+  for (int j = 0; j < W; ++j) {
+    float s[kSlots];
+#pragma unroll
+    for (int k = 0; k < kSlots; ++k) s[k] = k < K ? static_cast<float>(sp[k].v[j]) : 0.0f;
+    float pj = static_cast<float>(pp.v[j]);
+    Rule::element(pj, swd::effective_grad(static_cast<float>(gp.v[j]), grad), s, c);
+    pp.v[j] = static_cast<P>(pj);
+#pragma unroll
+    for (int k = 0; k < K; ++k) sp[k].v[j] = static_cast<S>(s[k]);
+  }
+  store_pack<W>(at.param, pp);
+#pragma unroll
+  for (int k = 0; k < K; ++k) store_pack<W>(at.states[k], sp[k]);
+}
+
+// One chunk of the update: table lists are param, grad, then the rule's states. The elements
+// past the last whole pack (all of them for an unaligned tensor) one by one, then the whole
+// packs of update_width() elements by vector accesses: in the other order the chunk's size
+// stayed live through the pack loop and spilled (AdaiS fp32: 8 bytes of stack). The pack loop
+// advances one set of pointers: indexing each list from the chunk's start kept the bases and
+// the indexed addresses live together (20 registers for AMSGradS's 5 lists) and spilled. One
+// pack per thread at a time (no unrolling): more in flight spilled the half-precision
+// kernels, and 512 threads x 2 blocks per SM of 16-byte loads already cover the memory
+// latency.
 template <typename Rule, typename P, typename S>
 __device__ void update_chunk(const TensorTable& t, int32_t chunk,
                              const typename Rule::Scalars* scalars,
                              const swd::GradOptions& grad) {
-  constexpr int N = pack_width<P>();
+  constexpr int N = update_width<P, S>();
   constexpr int K = Rule::kStates;
-  constexpr int kSlots = swd::kStateSlots<Rule>;
   const ChunkRange r = locate(t, chunk);
   const typename Rule::Scalars c = scalars[t.first_tensor + r.tensor];
-  P* p = static_cast<P*>(t.lists[0][r.tensor]) + r.start;
-  const P* g = static_cast<const P*>(t.lists[1][r.tensor]) + r.start;
-  S* states[kSlots];
+  ElementPointers<Rule, P, S> chunk_start{static_cast<P*>(t.lists[0][r.tensor]) + r.start,
+                                          static_cast<const P*>(t.lists[1][r.tensor]) + r.start,
+                                          {}};
 #pragma unroll
-  for (int k = 0; k < K; ++k) states[k] = static_cast<S*>(t.lists[2 + k][r.tensor]) + r.start;
-  const bool vectorized = t.vectorized[r.tensor] != 0;
-  for (int64_t pos = static_cast<int64_t>(threadIdx.x) * N; pos < r.size;
-       pos += static_cast<int64_t>(kThreads) * N) {
-    const int64_t left = r.size - pos;
-    float pv[N], gv[N], sv[kSlots][N];
-    load_pack<N>(p + pos, left, vectorized, pv);
-    load_pack<N>(g + pos, left, vectorized, gv);
-#pragma unroll
-    for (int k = 0; k < K; ++k) load_pack<N>(states[k] + pos, left, vectorized, sv[k]);
-#pragma unroll
-    for (int j = 0; j < N; ++j) {
-      float s[kSlots];
-#pragma unroll
-      for (int k = 0; k < kSlots; ++k) s[k] = k < K ? sv[k][j] : 0.0f;
-      Rule::element(pv[j], swd::effective_grad(gv[j], grad), s, c);
-#pragma unroll
-      for (int k = 0; k < K; ++k) sv[k][j] = s[k];
-    }
-    store_pack<N>(p + pos, left, vectorized, pv);
-#pragma unroll
-    for (int k = 0; k < K; ++k) store_pack<N>(states[k] + pos, left, vectorized, sv[k]);
+  for (int k = 0; k < K; ++k) {
+    chunk_start.states[k] = static_cast<S*>(t.lists[2 + k][r.tensor]) + r.start;
+  }
+  const int packed = t.vectorized[r.tensor] != 0 ? r.size / N * N : 0;
+#pragma unroll 1
+  for (int pos = packed + threadIdx.x; pos < r.size; pos += kThreads) {
+    update_elements<Rule, 1>(chunk_start.at(pos), c, grad);
+  }
+  ElementPointers<Rule, P, S> at = chunk_start.at(threadIdx.x * N);
+#pragma unroll 1
+  for (int pos = threadIdx.x * N; pos < packed; pos += kThreads * N) {
+    update_elements<Rule, N>(at, c, grad);
+    at = at.at(kThreads * N);
   }
 }
 

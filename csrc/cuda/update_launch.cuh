@@ -20,17 +20,19 @@ __global__ void prepare_kernel(const __grid_constant__ TensorTable t,
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= t.count) return;
   const double lr = step_lr(in);
-  const double v_bar = in.accum != nullptr ? swd::global_mean(in.accum[0], in.accum[1]) : 0.0;
+  const double v_bar = in.accum != nullptr
+                           ? swd::global_mean(in.accum[swd::kVhatSum], in.accum[swd::kCount])
+                           : 0.0;
   prepare_tensor<Rule>(t, i, h, lr, v_bar, step_skipped(in.found_inf), scalars);
 }
 
 template <typename Rule, typename P, typename S>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     update_kernel(const __grid_constant__ TensorTable t, const typename Rule::Scalars* scalars,
-                  const AmpInputs amp, const UpdateFlags flags) {
+                  const AmpInputs amp, const bool maximize) {
   if (step_skipped(amp.found_inf)) return;
   update_chunk<Rule, P, S>(t, t.first_chunk[0] + static_cast<int32_t>(blockIdx.x), scalars,
-                           grad_options(amp.grad_scale, flags.maximize));
+                           grad_options(amp.grad_scale, maximize));
 }
 
 // Two launches per table of at most kTableCapacity tensors, on the current stream.
@@ -50,8 +52,7 @@ void launch_update(const BucketPlan& plan, const typename Rule::Hyper& hyper,
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const int32_t chunks = BucketPlan::table_chunks(table);
     if (chunks > 0) {
-      update_kernel<Rule, P, S><<<chunks, kThreads, 0, stream>>>(table, scalars, amp,
-                                                                 UpdateFlags{maximize});
+      update_kernel<Rule, P, S><<<chunks, kThreads, 0, stream>>>(table, scalars, amp, maximize);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   }

@@ -13,6 +13,7 @@
 
 #include "swd/dtype_dispatch.h"
 #include "swd/op_args.h"
+#include "swd/step_scalars.h"
 
 namespace swd {
 
@@ -79,11 +80,11 @@ inline void check_scalar_list(at::TensorList list, size_t n, at::ScalarType dtyp
 }
 
 inline void check_accum(const at::Tensor& accum, const at::Device& device, const char* op) {
-  TORCH_CHECK(accum.scalar_type() == at::kDouble && accum.numel() == 2 &&
+  TORCH_CHECK(accum.scalar_type() == at::kDouble && accum.numel() == kAccumSize &&
                   accum.is_contiguous() && accum.device() == device,
-              op, ": accum must be a contiguous float64 tensor [sum, count] on ", device,
-              ", got ", accum.scalar_type(), " of shape ", accum.sizes(), " on ",
-              accum.device());
+              op, ": accum must be a contiguous float64 tensor of ", kAccumSize,
+              " elements [sum of v_hat, count, sum of g^2, clip term] on ", device, ", got ",
+              accum.scalar_type(), " of shape ", accum.sizes(), " on ", accum.device());
 }
 
 // An optional one-value argument (lr_tensor, grad_scale, found_inf), when given.

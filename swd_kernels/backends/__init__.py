@@ -20,17 +20,19 @@ def _module(name: str):
 def unavailable_reason(name: str, device, dtype: torch.dtype | None = None,
                        state_dtype: torch.dtype | None = None) -> str | None:
     """Why backend ``name`` cannot run on ``device`` (for params of ``dtype`` with states of
-    ``state_dtype``, if given), or None when it can. A backend module may refuse dtypes in
-    ``unsupported_dtypes(device, dtype, state_dtype) -> reason | None``."""
+    ``state_dtype``, if given), or None when it can. A backend module that does not take every
+    dtype says which it takes in its table ``DTYPES``: device type -> (param dtypes, state
+    dtypes it keeps beside params of another dtype); states in the param dtype always go."""
     try:
         module = _module(name)
     except ImportError as error:  # e.g. triton not installed
         return f"importing it failed: {error}"
     device = torch.device(device)
     reason = module.unavailable_reason(device)
-    check = getattr(module, "unsupported_dtypes", None)
-    if reason is None and dtype is not None and check is not None:
-        reason = check(device, dtype, state_dtype or dtype)
+    table = getattr(module, "DTYPES", None)
+    if reason is None and dtype is not None and table is not None:
+        params, states_beside = table.get(device.type, (set(), set()))
+        reason = dtype_reason(dtype, state_dtype or dtype, params, states_beside)
     return reason
 
 

@@ -43,11 +43,11 @@ class AdaiS(SWDOptimizer):
     def _keeps_v_sum(self, group: dict) -> bool:
         return True
 
-    def _run(self, buckets: list[Bucket], grad_scale, found_inf) -> None:
-        calls = [self._arguments(b, grad_scale, found_inf) for b in buckets]
-        self._global_mean(buckets, calls)  # AdamS's reduction, without amsgrad
-        for bucket, arguments in zip(buckets, calls):
-            self._call(bucket, "adai_update", arguments)
+    _update_op = "adai_update"  # after AdamS's reduction, without amsgrad
+
+    def _decay_applied(self, group: dict, accum):
+        lr_tensor, lr = self._lr_args(group, accum.device)
+        return (lr if lr_tensor is None else lr_tensor.double()) * group["weight_decay"]
 
     def _family_arguments(self, bucket: Bucket) -> dict:
         group, lists = bucket.group, bucket.lists

@@ -1,6 +1,7 @@
 """AdamS and AMSGradS: Adam with stable weight decay, scaled by the global mean of v_hat."""
 from __future__ import annotations
 
+from ..backends.foreach.adam import decay_scale
 from .base import Bucket, SWDOptimizer, check_range
 from .decay_watch import DecayWatch
 
@@ -59,15 +60,21 @@ class AdamS(SWDOptimizer):
         return not group["amsgrad"]  # AMSGradS's max is not linear: it reduces over v itself
 
     def _run(self, buckets: list[Bucket], grad_scale, found_inf) -> None:
-        calls = [self._arguments(b, grad_scale, found_inf) for b in buckets]
-        if len(buckets) == 1 and self._process_group is None:  # one op (one launch if it can)
-            self._accum(buckets[0].device).zero_()
-            self._call(buckets[0], "adam_step", calls[0])
+        if len(buckets) == 1 and self._process_group is None and self.max_grad_norm is None:
+            bucket = buckets[0]  # one op, one launch where the backend can
+            self._accum(bucket.device).zero_()
+            self._call(bucket, "adam_step", self._arguments(bucket, grad_scale, found_inf))
+            self._record_stats(bucket.device, self._on(found_inf, bucket.device))
         else:
-            self._global_mean(buckets, calls)
-            for bucket, arguments in zip(buckets, calls):
-                self._call(bucket, "adam_update", arguments)
-        self._decay_watch.record(self._accum(buckets[0].device), self.param_groups)
+            super()._run(buckets, grad_scale, found_inf)
+        if buckets:
+            self._decay_watch.record(self._accum(buckets[0].device), self.param_groups)
+
+    def _decay_applied(self, group: dict, accum):
+        lr_tensor, lr = self._lr_args(group, accum.device)
+        lr = lr if lr_tensor is None else lr_tensor.double()
+        return lr * group["weight_decay"] * decay_scale(
+            accum, float(group["decay_power"]), float(group["decay_eps"]))
 
     def _family_arguments(self, bucket: Bucket) -> dict:
         group, lists = bucket.group, bucket.lists

@@ -9,6 +9,8 @@ import torch
 from torch.optim.optimizer import required
 
 from .. import backends, distributed, ops
+from . import clipping
+from .step_stats import StepStats
 
 STEP_KEY = "step"
 # The float64 running sum of a tensor's exp_avg_sq (0-dim, on its device) that the reduction
@@ -96,6 +98,17 @@ class SWDOptimizer(torch.optim.Optimizer):
       for torch's optimizers (timm's factory, ...) runs unchanged. They change nothing: every
       backend is already multi-tensor and fused, and every step is capturable (no host sync).
     - ``differentiable``: only False; the kernels update in place outside autograd.
+    - ``max_grad_norm`` (default None: off): clip the grads as
+      ``torch.nn.utils.clip_grad_norm_(params, max_grad_norm)`` would (L2 norm over every
+      param with a grad, across groups, devices and ranks; unscaled under a GradScaler)
+      without writing ``.grad``; AdamS and AdaiS get the norm from the pass they already make.
+    - ``partition_group``: the process group across which the optimizers' params are
+      disjoint, when a framework hands each rank a subset of the params as plain tensors
+      (``ZeroRedundancyOptimizer``, DeepSpeed ZeRO 1/2). The step's statistics (v_bar, the
+      grad norm) are then summed over it, in one collective. Sharded (DTensor) params need no
+      keyword: their group is known.
+
+    After a step, ``optimizer.stats`` holds device tensors (see :attr:`stats`).
     """
 
     # GradScaler hands over grad_scale and found_inf and skips its own unscale and sync
@@ -105,8 +118,10 @@ class SWDOptimizer(torch.optim.Optimizer):
     def __init__(self, params, defaults: dict, *, state_dtype=None, backend: str = "auto",
                  unscale_in_step: bool = True, foreach: bool | None = None,
                  fused: bool | None = None, capturable: bool = False,
-                 differentiable: bool = False):
+                 differentiable: bool = False, max_grad_norm: float | None = None,
+                 partition_group=None):
         backends.validate_request(backend)
+        clipping.check_max_grad_norm(max_grad_norm)
         if state_dtype is not None and state_dtype not in (torch.float32, torch.float16,
                                                            torch.bfloat16, torch.float64):
             raise TypeError(f"state_dtype must be None (the param's dtype) or a floating "
@@ -116,14 +131,17 @@ class SWDOptimizer(torch.optim.Optimizer):
         self.backend = backend
         self.state_dtype = state_dtype
         self._step_supports_amp_scaling = unscale_in_step
+        self.max_grad_norm = max_grad_norm
         self._accums: dict[torch.device, torch.Tensor] = {}
+        self._stats = StepStats()
         self._plan: Plan | None = None
         self._resolved: dict[tuple, str] = {}
         defaults = dict(defaults, foreach=foreach, fused=fused, capturable=capturable,
                         differentiable=differentiable)
         super().__init__(params, defaults)
-        self._process_group = distributed.group_of(
-            p for group in self.param_groups for p in group["params"])
+        self._partitioned = partition_group is not None
+        self._process_group = distributed.statistics_group(
+            [p for group in self.param_groups for p in group["params"]], partition_group)
         for device, dtype in {(p.device, p.dtype) for group in self.param_groups
                               for p in group["params"]}:
             # an unavailable backend fails here, not later; resolving now also keeps the
@@ -269,6 +287,7 @@ class SWDOptimizer(torch.optim.Optimizer):
                 if p.grad is not None:
                     self._fill_state(p, group, self.state[p])
                     self._accum(p.device)
+        self._stats.prepare(self._home_device(), len(self.param_groups))
 
     def _build_buckets(self) -> list[Bucket]:
         self._check_grads()
@@ -317,9 +336,11 @@ class SWDOptimizer(torch.optim.Optimizer):
 
     # ----- the global mean --------------------------------------------------------------
     def _accum(self, device: torch.device) -> torch.Tensor:
-        """This device's ``[sum of v_hat, count]`` accumulator, allocated once (graph-safe)."""
+        """This device's accumulator (``ops.ACCUM_SIZE`` float64 numbers: the sum of v_hat,
+        the count, the sum of g^2, the clip term), allocated once (graph-safe)."""
         if device not in self._accums:
-            self._accums[device] = torch.zeros(2, dtype=torch.float64, device=device)
+            self._accums[device] = torch.zeros(ops.ACCUM_SIZE, dtype=torch.float64,
+                                               device=device)
         return self._accums[device]
 
     @staticmethod
@@ -335,15 +356,51 @@ class SWDOptimizer(torch.optim.Optimizer):
             torch._foreach_copy_(v_sums, stored)
         return v_sums
 
-    def _global_mean(self, buckets: list[Bucket], arguments: list[dict]) -> None:
-        """Pass 1 over every bucket: afterwards each device's accumulator holds the sum of
-        v_hat and the element count over all buckets and devices."""
-        devices = list(dict.fromkeys(b.device for b in buckets))
+    def _global_mean(self, buckets: list[Bucket], arguments: list[dict], devices: list,
+                     found_inf, fuse_clip: bool) -> None:
+        """Pass 1 over every bucket: afterwards each device's accumulator holds the step's
+        totals over all buckets, devices and ranks. ``fuse_clip``: clip with the norm these
+        reductions give, correcting what they formed from the unclipped grads."""
         for device in devices:
             self._accum(device).zero_()
+        decayed = [torch._foreach_mul(args["v_sums"], args["beta2"]) if fuse_clip else []
+                   for args in arguments]
         for bucket, args in zip(buckets, arguments):
             self._call(bucket, "adam_reduce", args)
         self._combine_accums(devices)
+        if not fuse_clip:
+            return
+        coefficients, shrinks = {}, {}
+        for device in devices:
+            accum = self._accum(device)
+            coefficients[device] = clipping.clip_coefficient(accum, self.max_grad_norm)
+            shrinks[device] = clipping.shrink_factor(coefficients[device], found_inf)
+            clipping.clip_vhat_sum(accum, shrinks[device])
+        for bucket, args, decayed_sums in zip(buckets, arguments, decayed):
+            clipping.clip_running_sums(args["v_sums"], decayed_sums, shrinks[bucket.device])
+        self._clip_grads(buckets, arguments, coefficients)
+
+    def _clip_first(self, buckets: list[Bucket], arguments: list[dict],
+                    devices: list) -> dict:
+        """Clipping by a pass of its own over the grads, before anything reads them; returns
+        each device's sum of g^2 (unclipped), which the step's statistics report."""
+        for device in devices:
+            self._accum(device).zero_()
+        for bucket, args in zip(buckets, arguments):
+            clipping.add_grad_sq_sums(self._accum(bucket.device), bucket.grads,
+                                      args["grad_scale"])
+        self._combine_accums(devices)
+        self._clip_grads(buckets, arguments, {
+            device: clipping.clip_coefficient(self._accum(device), self.max_grad_norm)
+            for device in devices})
+        return {device: self._accum(device)[ops.GRAD_SQ_SUM].clone() for device in devices}
+
+    @staticmethod
+    def _clip_grads(buckets: list[Bucket], arguments: list[dict], coefficients: dict) -> None:
+        """Let every later op read the clipped grads: ``g / (grad_scale / c)``."""
+        for bucket, args in zip(buckets, arguments):
+            args["grad_scale"] = clipping.clipped_grad_scale(args["grad_scale"],
+                                                             coefficients[bucket.device])
 
     def _combine_accums(self, devices) -> None:
         """Make every device's accumulator hold the total over all devices and ranks."""
@@ -443,23 +500,82 @@ class SWDOptimizer(torch.optim.Optimizer):
             # and here again, since a scheduler, a loaded state dict or the user may change a
             # group's values between steps; a compiled step skips this, so that it holds no
             # guard on a value (e.g. reading a CPU tensor lr) that changes every step.
+            clipping.check_max_grad_norm(self.max_grad_norm)
             for group in self.param_groups:
                 self._validate_group(group)
         buckets = self._buckets()
-        if buckets:
+        if buckets or self._partitioned:  # a rank without grads still joins the collectives
             self._run(buckets, grad_scale, found_inf)
             for bucket in buckets:
                 self._finish(bucket)
         return loss
 
+    # Families: AdamS and AdaiS reduce (pass 1) before their update; SGDS does not.
+    _reduces = True
+    _update_op = "adam_update"
+
     def _run(self, buckets: list[Bucket], grad_scale, found_inf) -> None:
+        """Pass 1 (the step's global statistics, clipping), then every bucket's update. Which
+        collectives run depends only on the optimizer's settings, never on which params have
+        grads, so ranks of a partition that hold no grad this step still join them."""
+        arguments = [self._arguments(b, grad_scale, found_inf) for b in buckets]
+        devices = list(dict.fromkeys(b.device for b in buckets)) or [self._home_device()]
+        found_inf = self._on(found_inf, devices[0])
+        clip = self.max_grad_norm is not None
+        fuse_clip = clip and self._reduces and all(map(self._keeps_v_sum, self.param_groups))
+        grad_sq_sums = self._clip_first(buckets, arguments, devices) if clip and not fuse_clip \
+            else None
+        if self._reduces:
+            self._global_mean(buckets, arguments, devices, found_inf, fuse_clip)
+            if grad_sq_sums is not None:  # report the norm before clipping
+                for device in devices:
+                    self._accum(device)[ops.GRAD_SQ_SUM].copy_(grad_sq_sums[device])
+        for bucket, args in zip(buckets, arguments):
+            self._call(bucket, self._update_op, args)
+        self._record_stats(devices[0], found_inf)
+
+    # ----- statistics -------------------------------------------------------------------
+    @property
+    def stats(self) -> dict:
+        """What the last step measured, as device tensors (0-dim, float64) that are updated
+        in place by every step and read without a host sync whenever you choose to:
+
+        - ``"grad_norm"``: the global L2 norm of the (unscaled) grads before clipping (AdamS,
+          AMSGradS, AdaiS; SGDS when ``max_grad_norm`` is set);
+        - ``"vhat_mean"``: v_bar, the global mean of v_hat (not for SGDS);
+        - ``"decay"``: a list, one per param group, of the decay the step applied: the
+          weights were multiplied by ``1 - decay``.
+
+        A step a GradScaler skips leaves them as they were. Empty before the first step."""
+        return self._stats.as_dict()
+
+    def _stat_keys(self) -> tuple[str, ...]:
+        keys = ("grad_norm",) if self._reduces or self.max_grad_norm is not None else ()
+        return keys + (("vhat_mean",) if self._reduces else ())
+
+    def _decay_applied(self, group: dict, accum: torch.Tensor):
+        """The fraction of the weights one step of ``group`` removed, given the step's
+        ``accum`` (a 0-dim tensor, or a float)."""
         raise NotImplementedError
+
+    def _record_stats(self, device, found_inf) -> None:
+        accum = self._accum(device)
+        decays = [torch.as_tensor(self._decay_applied(group, accum), dtype=torch.float64,
+                                  device=device) for group in self.param_groups]
+        self._stats.record(accum, decays, self._stat_keys(), found_inf)
+
+    def _home_device(self) -> torch.device:
+        """Where a step's statistics live when no bucket says: the first param's device."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                return p.device
+        return torch.device("cpu")
 
     # ----- checkpoints ------------------------------------------------------------------
     def __getstate__(self) -> dict:
         """torch pickles defaults, state and param groups; the options go along."""
         return {**super().__getstate__(), "backend": self.backend,
-                "state_dtype": self.state_dtype,
+                "state_dtype": self.state_dtype, "max_grad_norm": self.max_grad_norm,
                 "_step_supports_amp_scaling": self._step_supports_amp_scaling}
 
     def __setstate__(self, state: dict) -> None:
@@ -469,7 +585,10 @@ class SWDOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:  # state_dicts from torch or older versions
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
+        self.__dict__.setdefault("max_grad_norm", None)
         self.__dict__.setdefault("_accums", {})
+        self.__dict__.setdefault("_stats", StepStats())
+        self.__dict__.setdefault("_partitioned", False)
         self.__dict__.setdefault("_process_group", None)
         self.__dict__.setdefault("_resolved", {})
         self._plan = None

@@ -71,7 +71,7 @@ class DecayWatch:
         self._warn_if_large(self._host.tolist(), hyper, step)
 
     def _warn_if_large(self, accum: list[float], hyper: list[tuple], step: int) -> None:
-        total, count = accum
+        total, count = accum[:2]
         if not count > 0:
             return
         v_bar = total / count

@@ -39,9 +39,14 @@ class SGDS(SWDOptimizer):
         # a torch.optim.SGD checkpoint has a buffer but no step: the buffer is not new
         return 0.0 if state.get("momentum_buffer") is None else 1.0
 
-    def _run(self, buckets: list[Bucket], grad_scale, found_inf) -> None:
-        for bucket in buckets:  # no reduction: each bucket on its own
-            self._call(bucket, "sgd_update", self._arguments(bucket, grad_scale, found_inf))
+    _reduces = False  # no global statistic: each bucket on its own
+    _update_op = "sgd_update"
+
+    def _decay_applied(self, group: dict, accum):
+        lr_tensor, lr = self._lr_args(group, accum.device)
+        amplification = (1 - group["dampening"]) / (1 - group["momentum"])
+        return ((lr if lr_tensor is None else lr_tensor.double()) * amplification
+                * group["weight_decay"])
 
     def _family_arguments(self, bucket: Bucket) -> dict:
         group = bucket.group

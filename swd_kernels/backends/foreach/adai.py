@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ...ops import check_accum
 from .common import (advance_steps, fp32_working, global_mean, lr_value, next_steps,
                      one_minus_pow, prepared_grads, write_back)
 
@@ -12,6 +13,7 @@ def adai_update(params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps, 
                 found_inf):
     if not params:
         return
+    check_accum(accum, params[0].device)
     copy = found_inf is not None
     g = prepared_grads(grads, grad_scale, maximize)
     p, m, v, prod = (fp32_working(x, copy) for x in (params, exp_avgs, exp_avg_sqs, beta1_prods))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ...ops import CLIP_TERM, COUNT, GRAD_SQ_SUM, VHAT_SUM, check_accum
 from .common import (advance_steps, fp32_working, global_mean, lr_value, next_steps,
                      one_minus_pow, prepared_grads, write_back)
 
@@ -22,7 +23,11 @@ def adam_reduce(grads, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums, accum,
                 amsgrad, grad_scale, found_inf):
     if not grads:
         return
+    check_accum(accum, grads[0].device)
     bias_correction2 = torch.stack(one_minus_pow(beta2, next_steps(state_steps))).double()
+    sq = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float64)) ** 2
+    if grad_scale is not None:
+        sq = sq / grad_scale.double() ** 2
     if amsgrad:
         vmax = _moments(grads, exp_avg_sqs, max_exp_avg_sqs, beta2, amsgrad, grad_scale)
         # the L1 norm of a nonnegative tensor is its sum; summed in float64 like the kernels'
@@ -30,15 +35,14 @@ def adam_reduce(grads, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums, accum,
         # inertia against the oracle)
         sums = torch.stack(torch._foreach_norm(vmax, 1, dtype=torch.float64))
     else:
-        sq = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float64)) ** 2
-        if grad_scale is not None:
-            sq = sq / grad_scale.double() ** 2
         old = torch.stack(v_sums)
         sums = beta2 * old + (1 - beta2) * sq
         new = sums if found_inf is None else torch.where(found_inf != 0, old, sums)
         torch._foreach_copy_(v_sums, list(new.unbind()))
-    accum[0] += (sums / bias_correction2).sum()
-    accum[1] += sum(g.numel() for g in grads)
+        accum[CLIP_TERM] += ((1 - beta2) * sq / bias_correction2).sum()
+    accum[VHAT_SUM] += (sums / bias_correction2).sum()
+    accum[COUNT] += sum(g.numel() for g in grads)
+    accum[GRAD_SQ_SUM] += sq.sum()
 
 
 def decay_scale(accum, decay_power: float, decay_eps: float) -> torch.Tensor:
@@ -55,6 +59,7 @@ def adam_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_ste
                 maximize, grad_scale, found_inf):
     if not params:
         return
+    check_accum(accum, params[0].device)
     copy = found_inf is not None
     g = prepared_grads(grads, grad_scale, maximize)
     p, m, v = (fp32_working(x, copy) for x in (params, exp_avgs, exp_avg_sqs))

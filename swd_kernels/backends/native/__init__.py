@@ -7,7 +7,6 @@ from __future__ import annotations
 import torch
 
 from ... import ops
-from .. import dtype_reason
 
 NAME = "native"
 ops.define(NAME)  # the schemas must exist before the library registers kernels for them
@@ -27,15 +26,12 @@ def _has_kernel(device_type: str) -> bool:
 
 
 _HALF_AND_SINGLE = {torch.float32, torch.bfloat16, torch.float16}
-
-
-def unsupported_dtypes(device: torch.device, dtype, state_dtype) -> str | None:
-    """The CPU kernels take fp32/bf16/fp16 params with states of any of those; the CUDA
-    kernels also take float64 params, with states in the param dtype or fp32."""
-    if device.type == "cpu":
-        return dtype_reason(dtype, state_dtype, _HALF_AND_SINGLE, _HALF_AND_SINGLE)
-    return dtype_reason(dtype, state_dtype, _HALF_AND_SINGLE | {torch.float64},
-                        {torch.float32})
+# device type -> (param dtypes, state dtypes beside params of another dtype); the kernels'
+# own table is csrc/swd/dtype_dispatch.h, which refuses the rest with the same message
+DTYPES = {
+    "cpu": (_HALF_AND_SINGLE, _HALF_AND_SINGLE),
+    "cuda": (_HALF_AND_SINGLE | {torch.float64}, {torch.float32}),
+}
 
 
 def unavailable_reason(device: torch.device) -> str | None:

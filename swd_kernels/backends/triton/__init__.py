@@ -6,9 +6,19 @@ Importing this module without Triton raises ImportError, which the backend regis
 
 Modules: adam.py (adam_reduce, adam_update, adam_step), adai.py (adai_update) and sgd.py
 (sgd_update), each importing only common.py (what the families share), scalars.py (the
-per-tensor scalars and their float64 policy) and chunking.py (chunk layouts and pointer
-tables). Environment: ``SWD_KERNELS_TRITON_ONE_LAUNCH`` (adam.py, read at every ``adam_step``
-on a GPU); ``TRITON_INTERPRET`` is Triton's own, read here only to explain unavailability.
+per-tensor scalars and their float64 policy), chunking.py (chunk layouts and pointer tables),
+device_tables.py (how those reach the device, CUDA-graph capture included), workspace.py
+(scratch memory per stream), streams.py (device, stream, capture) and occupancy.py (what
+sizes the one-launch grid).
+
+Every launch runs on its bucket's device (the current device and stream are switched to it
+for the launch), so buckets on several GPUs work in principle; two-GPU runs are untested.
+
+Environment: ``SWD_KERNELS_TRITON_ONE_LAUNCH=1`` (read at every ``adam_step``) runs AdamS's and
+AMSGradS's single-bucket step as one cooperative launch on a GPU (adam.py); the default, and
+the fallback wherever that cannot run (the interpreter, a Triton without cooperative launch),
+is two launches. ``TRITON_INTERPRET`` is Triton's own, read here only to explain
+unavailability.
 """
 from __future__ import annotations
 
@@ -18,7 +28,6 @@ import torch
 import triton  # noqa: F401  (an ImportError here marks the backend unavailable)
 
 from ... import ops
-from .. import dtype_reason
 from . import adai, adam, sgd
 
 NAME = "triton"
@@ -31,10 +40,10 @@ for _name, _fn in (("adam_reduce", adam.adam_reduce), ("adam_update", adam.adam_
         _lib.impl(_name, _fn, _key)
 
 
-def unsupported_dtypes(device: torch.device, dtype, state_dtype) -> str | None:
-    """fp32/bf16/fp16 params, states in the param dtype or fp32."""
-    return dtype_reason(dtype, state_dtype, {torch.float32, torch.bfloat16, torch.float16},
-                        {torch.float32})
+_HALF_AND_SINGLE = {torch.float32, torch.bfloat16, torch.float16}
+# device type -> (param dtypes, state dtypes beside params of another dtype): fp32/bf16/fp16
+# params, states in the param dtype or fp32 (the interpreter runs the same kernels on CPU)
+DTYPES = {device_type: (_HALF_AND_SINGLE, {torch.float32}) for device_type in ("cuda", "cpu")}
 
 
 def kernels_interpreted() -> bool:

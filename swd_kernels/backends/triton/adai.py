@@ -9,7 +9,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from . import chunking
+from . import workspace
 from .common import (BucketLaunch, chunk_location, element_pointer, finish_update,
                      global_mean, grad_unscale, learning_rate, list_dtype, load_f32, load_grad,
                      may_write, second_moment, state_dtype, step_count, store_rounded,
@@ -50,31 +50,29 @@ def adai_rule(offs, mask, args, FLAGS: tl.constexpr):
 
 @triton.jit
 def adai_update_kernel(
-        pointer_table, n_tensors, chunk_tensor, chunk_start, numels, n_chunks, counter, accum,
-        lr_tensor, grad_scale, found_inf, lr, lr_lo, beta0, beta2, beta2_lo, weight_decay,
-        weight_decay_lo, eps,
+        pointer_table, n_tensors, chunk_tensor, chunk_start, numels, n_chunks, chunk_size,
+        counter, accum, lr_tensor, grad_scale, found_inf, lr, lr_lo, beta0, beta2, beta2_lo,
+        weight_decay, weight_decay_lo, eps,
         HAS_LR_TENSOR: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
         HAS_FOUND_INF: tl.constexpr, MAXIMIZE: tl.constexpr, P_DTYPE: tl.constexpr,
         G_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr, ALIGNED: tl.constexpr,
-        CHUNK: tl.constexpr, BLOCK: tl.constexpr, TENSOR_TILE: tl.constexpr):
-    chunk = tl.program_id(0)
+        BLOCK: tl.constexpr, TENSOR_TILE: tl.constexpr):
     write = may_write(found_inf, HAS_FOUND_INF)
-    if chunk < n_chunks:
-        index, start, count = chunk_location(chunk_tensor, chunk_start, numels, chunk, CHUNK)
-        t = step_count(pointer_table, ROW_STEP, n_tensors, index).to(tl.float64) + 1.0
-        decay, lr32, bias_correction2, v_bar, one_minus_beta2 = adai_scalars(
-            learning_rate(lr_tensor, lr, lr_lo, HAS_LR_TENSOR), t, global_mean(accum, False),
-            as_double(beta2, beta2_lo), as_double(weight_decay, weight_decay_lo))
-        args = (
-            element_pointer(pointer_table, ROW_P, n_tensors, index, start, P_DTYPE, ALIGNED),
-            element_pointer(pointer_table, ROW_G, n_tensors, index, start, G_DTYPE, ALIGNED),
-            element_pointer(pointer_table, ROW_M, n_tensors, index, start, S_DTYPE, ALIGNED),
-            element_pointer(pointer_table, ROW_V, n_tensors, index, start, S_DTYPE, ALIGNED),
-            element_pointer(pointer_table, ROW_PROD, n_tensors, index, start, S_DTYPE,
-                            ALIGNED),
-            grad_unscale(grad_scale, HAS_GRAD_SCALE), decay, lr32, bias_correction2, v_bar,
-            beta0, beta2, one_minus_beta2, eps)
-        sweep_chunk(adai_rule, args, (MAXIMIZE,), count, write, False, BLOCK)
+    index, start, count = chunk_location(chunk_tensor, chunk_start, numels, tl.program_id(0),
+                                         chunk_size, BLOCK)
+    t = step_count(pointer_table, ROW_STEP, n_tensors, index).to(tl.float64) + 1.0
+    decay, lr32, bias_correction2, v_bar, one_minus_beta2 = adai_scalars(
+        learning_rate(lr_tensor, lr, lr_lo, HAS_LR_TENSOR), t, global_mean(accum, False),
+        as_double(beta2, beta2_lo), as_double(weight_decay, weight_decay_lo))
+    args = (
+        element_pointer(pointer_table, ROW_P, n_tensors, index, start, P_DTYPE, ALIGNED),
+        element_pointer(pointer_table, ROW_G, n_tensors, index, start, G_DTYPE, ALIGNED),
+        element_pointer(pointer_table, ROW_M, n_tensors, index, start, S_DTYPE, ALIGNED),
+        element_pointer(pointer_table, ROW_V, n_tensors, index, start, S_DTYPE, ALIGNED),
+        element_pointer(pointer_table, ROW_PROD, n_tensors, index, start, S_DTYPE, ALIGNED),
+        grad_unscale(grad_scale, HAS_GRAD_SCALE), decay, lr32, bias_correction2, v_bar,
+        beta0, beta2, one_minus_beta2, eps)
+    sweep_chunk(adai_rule, args, (MAXIMIZE,), count, write, 0, BLOCK)
     finish_update(counter, write, pointer_table, ROW_STEP, n_tensors, TENSOR_TILE)
 
 
@@ -83,11 +81,14 @@ def adai_update(params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps, 
                 found_inf):
     if not params:
         return
-    launch = BucketLaunch([params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps],
-                          ROW_STEP.value, grads, accum, lr_tensor=lr_tensor,
+    launch = BucketLaunch(dict(params=params, grads=grads, exp_avgs=exp_avgs,
+                               exp_avg_sqs=exp_avg_sqs, beta1_prods=beta1_prods,
+                               state_steps=state_steps),
+                          ROW_STEP.value, grads, accum, accum=accum, lr_tensor=lr_tensor,
                           grad_scale=grad_scale, found_inf=found_inf)
-    adai_update_kernel[launch.grid](
-        **launch.args, counter=launch.counter(chunking.UPDATE_COUNTER), accum=accum,
-        **double_args(lr=lr, beta2=beta2, weight_decay=weight_decay), beta0=float(beta0),
-        eps=float(eps), MAXIMIZE=bool(maximize), P_DTYPE=list_dtype(params, "params"),
-        S_DTYPE=state_dtype(exp_avg_sqs, exp_avgs=exp_avgs, beta1_prods=beta1_prods))
+    launch.run(adai_update_kernel,
+               counter=launch.workspace().counter(workspace.UPDATE_COUNTER), accum=accum,
+               **double_args(lr=lr, beta2=beta2, weight_decay=weight_decay),
+               beta0=float(beta0), eps=float(eps), MAXIMIZE=bool(maximize),
+               P_DTYPE=list_dtype(params, "params"),
+               S_DTYPE=state_dtype(exp_avg_sqs, exp_avgs=exp_avgs, beta1_prods=beta1_prods))

@@ -4,11 +4,12 @@ import from here and from scalars.py, never from each other).
 Device side: reaching a chunk's elements through the pointer table, the sweep over a chunk
 (whole blocks unmasked, then the masked tail), loading the effective gradient, the second
 moment, storage rounding, runtime scalars read from device memory, the last-arrival pattern
-and the per-tensor step counts. Host side: dtype and device checks and the launch arguments
-every kernel takes.
+and the per-tensor step counts. Host side: the checks and launch arguments every kernel
+takes, and the launch itself (``BucketLaunch.run``: on the bucket's device).
 
 Hyperparameters are runtime values throughout (never ``tl.constexpr``: a new lr must not
-recompile); only structure (dtypes, flags such as amsgrad, tile sizes) is constexpr.
+recompile); only structure (dtypes, flags such as amsgrad, tile sizes) is constexpr. Nothing
+that changes from bucket to bucket is either: the chunk size is a runtime value.
 """
 from __future__ import annotations
 
@@ -16,22 +17,28 @@ import torch
 import triton
 import triton.language as tl
 
-from . import chunking
+from ... import ops
+from . import chunking, streams, workspace
 
 TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16,
              torch.bfloat16: tl.bfloat16, torch.float64: tl.float64}
+
+# The op contract's accum slots (ops.py), for the kernels.
+VHAT_SUM, COUNT, GRAD_SQ_SUM, CLIP_TERM = (tl.constexpr(slot) for slot in (
+    ops.VHAT_SUM, ops.COUNT, ops.GRAD_SQ_SUM, ops.CLIP_TERM))
 
 
 # ------------------------------------------------------------------ host ---------------------
 
 def list_dtype(tensors, name: str):
-    """The Triton dtype shared by every tensor of one list (None for an empty list)."""
+    """The Triton dtype of a list's tensors (None for an empty list), read from its first
+    tensor: the pointer table holds the lists a kernel walks only after checking that every
+    tensor of each shares it (chunking.pointer_table)."""
     if not tensors:
         return None
-    dtypes = {t.dtype for t in tensors}
-    if len(dtypes) != 1 or tensors[0].dtype not in TL_DTYPES:
-        raise TypeError(f"the triton backend needs every tensor of {name} in one floating "
-                        f"dtype of {list(TL_DTYPES)}, got {sorted(map(str, dtypes))}")
+    if tensors[0].dtype not in TL_DTYPES:
+        raise TypeError(f"the triton backend needs {name} in a floating dtype of "
+                        f"{list(TL_DTYPES)}, got {tensors[0].dtype}")
     return TL_DTYPES[tensors[0].dtype]
 
 
@@ -64,36 +71,49 @@ def optional_args(stand_in, **optional) -> dict:
 
 class BucketLaunch:
     """What every launch over one bucket needs: its chunk layout, its pointer table (one row
-    per list of ``rows``; the first ``element_rows`` are walked element by element), the
-    grid, and the kernel arguments every kernel takes (``args``), the optional tensors among
-    them (stood in for by ``stand_in`` when absent)."""
+    per list of ``rows``, a dict by name; the first ``element_rows`` are walked element by
+    element), the grid, and the kernel arguments every kernel takes (``args``), the optional
+    tensors among them (stood in for by ``stand_in`` when absent). Checks the inputs first:
+    ``accum`` (when the op takes one) and the optional tensors on the grads' device."""
 
-    def __init__(self, rows, element_rows: int, grads, stand_in, **optional):
-        check_device(stand_in.device, **optional)
+    def __init__(self, rows: dict, element_rows: int, grads, stand_in, accum=None,
+                 **optional):
+        self.device = grads[0].device
+        if accum is not None:
+            ops.check_accum(accum, self.device)
+        check_device(self.device, **optional)
         self.layout = chunking.chunk_layout(grads)
         pointer_table, aligned = chunking.pointer_table(self.layout, rows, element_rows)
-        self.grid = (max(self.layout.n_chunks, 1),)
+        self.grid = (self.layout.n_chunks,)
         self.args = dict(
             pointer_table=pointer_table, n_tensors=self.layout.n_tensors,
             chunk_tensor=self.layout.chunk_tensor, chunk_start=self.layout.chunk_start,
             numels=self.layout.numels, n_chunks=self.layout.n_chunks,
-            G_DTYPE=list_dtype(grads, "grads"), ALIGNED=aligned, CHUNK=self.layout.chunk,
+            chunk_size=self.layout.chunk, G_DTYPE=list_dtype(grads, "grads"), ALIGNED=aligned,
             BLOCK=chunking.BLOCK, TENSOR_TILE=chunking.TENSOR_TILE,
             **optional_args(stand_in, **optional))
 
-    def counter(self, slot: int) -> torch.Tensor:
-        """The layout's arrival counter ``slot`` (``chunking.UPDATE_COUNTER`` etc.)."""
-        return self.layout.counters[slot:]
+    def workspace(self) -> workspace.Workspace:
+        """Scratch memory for one launch issued now (workspace.py)."""
+        return workspace.workspace(self.device, self.layout.n_tensors, self.layout.n_chunks)
+
+    def run(self, kernel, grid=None, **args):
+        """Launch ``kernel`` over the bucket on its device (Triton launches on the current
+        device, on that device's current stream): ``args`` beside the common ones, ``grid``
+        one program per chunk unless given."""
+        with streams.on_device(self.device):
+            return kernel[grid or self.grid](**self.args, **args)
 
 
 # ------------------------------------------------------------------ device: reaching data ----
 
 @triton.jit
-def chunk_location(chunk_tensor, chunk_start, numels, chunk, CHUNK: tl.constexpr):
-    """(tensor index, first element, element count) of one chunk."""
+def chunk_location(chunk_tensor, chunk_start, numels, chunk, chunk_size, BLOCK: tl.constexpr):
+    """(tensor index, first element, element count) of one chunk. Chunks start at multiples
+    of the chunk size, itself a multiple of BLOCK."""
     index = tl.load(chunk_tensor + chunk)
-    start = tl.multiple_of(tl.load(chunk_start + chunk), CHUNK)
-    count = tl.minimum(tl.load(numels + index) - start, CHUNK).to(tl.int32)
+    start = tl.multiple_of(tl.load(chunk_start + chunk), BLOCK)
+    count = tl.minimum(tl.load(numels + index) - start, chunk_size).to(tl.int32)
     return index, start, count
 
 
@@ -123,33 +143,40 @@ def scalar_pointers(pointer_table, row, n_tensors, index, inside, DTYPE: tl.cons
 
 @triton.jit
 def sweep_chunk(RULE: tl.constexpr, args, FLAGS: tl.constexpr, count, write,
-                SUM: tl.constexpr, BLOCK: tl.constexpr):
+                SUMS: tl.constexpr, BLOCK: tl.constexpr):
     """Apply the block rule ``RULE(offs, mask, args, FLAGS)`` to a chunk's ``count``
     elements: whole blocks unmasked (lets the compiler vectorize), then the masked tail.
-    ``write`` (False after a found_inf) masks every element. With ``SUM`` the rule returns a
-    [BLOCK] fp32 value, summed here in a fixed order (docs/design.md §6) and returned in
-    float64; an update rule returns nothing, and this returns 0.0."""
-    acc = tl.zeros([BLOCK], tl.float32)
+    ``write`` (False after a found_inf) masks every element. An update rule returns nothing
+    (``SUMS = 0``); a reduction rule returns one [BLOCK] fp32 value (``SUMS = 1``) or two
+    (``SUMS = 2``), each summed here in a fixed order (docs/design.md §6). Returns the two
+    sums in float64 (0.0 for a sum the rule does not give)."""
+    first = tl.zeros([BLOCK], tl.float32)
+    second = tl.zeros([BLOCK], tl.float32)
     full = count // BLOCK * BLOCK
     for offset in range(0, full, BLOCK):
         offs = offset + tl.arange(0, BLOCK)
         mask = (tl.arange(0, BLOCK) < BLOCK) & (write != 0)
-        if SUM:
-            acc += RULE(offs, mask, args, FLAGS)
-        else:
-            RULE(offs, mask, args, FLAGS)
+        first, second = apply_rule(RULE, offs, mask, args, FLAGS, first, second, SUMS)
     if full < count:
         offs = full + tl.arange(0, BLOCK)
         mask = (offs < count) & (write != 0)
-        if SUM:
-            acc += RULE(offs, mask, args, FLAGS)
-        else:
-            RULE(offs, mask, args, FLAGS)
-    if SUM:
-        total = tl.sum(acc, axis=0).to(tl.float64)
+        first, second = apply_rule(RULE, offs, mask, args, FLAGS, first, second, SUMS)
+    return tl.sum(first, axis=0).to(tl.float64), tl.sum(second, axis=0).to(tl.float64)
+
+
+@triton.jit
+def apply_rule(RULE: tl.constexpr, offs, mask, args, FLAGS: tl.constexpr, first, second,
+               SUMS: tl.constexpr):
+    """One block of ``sweep_chunk``: the rule, its values added to the running sums."""
+    if SUMS == 2:
+        a, b = RULE(offs, mask, args, FLAGS)
+        first += a
+        second += b
+    elif SUMS == 1:
+        first += RULE(offs, mask, args, FLAGS)
     else:
-        total = 0.0
-    return total
+        RULE(offs, mask, args, FLAGS)
+    return first, second
 
 
 # ------------------------------------------------------------------ device: element pieces ---
@@ -180,9 +207,11 @@ def second_moment(v, g, beta2, one_minus_beta2):
 def to_storage(x, DTYPE: tl.constexpr):
     """fp32 ``x`` rounded to nearest even in the storage dtype ``DTYPE``. bf16 is rounded by
     hand because Triton's CPU interpreter truncates fp32 -> bf16 (and its "rtne" mode drops
-    the carry into the exponent), which biases every bf16 step. The hand rounding is bitwise
-    the GPU's cvt.rn.bf16.f32, so the interpreter and the GPU round alike; the fp32 values
-    being rounded may still differ between them by FMA contraction (docs/design.md §6)."""
+    the carry into the exponent), which biases every bf16 step. The hand rounding maps each
+    fp32 value to the bf16 that the GPU's cvt.rn.bf16.f32 gives. The fp32 values being
+    rounded are another matter: a GPU build contracts multiply-adds to FMA, the interpreter
+    does not, so across devices results agree within the oracle tolerance, bitwise only
+    within one device and build (docs/design.md §6)."""
     if DTYPE == tl.bfloat16:
         bits = x.to(tl.uint32, bitcast=True)
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # ties go to the even bf16
@@ -235,24 +264,31 @@ def may_write(found_inf, HAS_FOUND_INF: tl.constexpr):
 
 @triton.jit
 def global_mean(accum, VOLATILE: tl.constexpr):
-    """v_bar = accum[0] / accum[1] (float64), 0 when nothing was counted."""
-    total = tl.load(accum, volatile=VOLATILE)
-    count = tl.load(accum + 1, volatile=VOLATILE)
+    """v_bar = accum[VHAT_SUM] / accum[COUNT] (float64), 0 when nothing was counted."""
+    total = tl.load(accum + VHAT_SUM, volatile=VOLATILE)
+    count = tl.load(accum + COUNT, volatile=VOLATILE)
     return tl.where(count > 0, total / tl.maximum(count, 1.0), 0.0)
 
 
 # ------------------------------------------------------------------ device: last arrival -----
 
 @triton.jit
-def is_last_to_arrive(counter):
-    """True in exactly one program: the last of the launch to get here. It sees every other
-    program's earlier writes, and resets the counter for the next launch."""
+def is_last_of(counter, arrivals):
+    """True in exactly one of the ``arrivals`` programs that count themselves at ``counter``:
+    the last to get here. It sees every other one's earlier writes, and resets the counter
+    for the next launch."""
     tl.debug_barrier()  # every thread of this program has written before it announces so
     arrived = tl.atomic_add(counter, 1, sem="acq_rel")
-    last = arrived == tl.num_programs(0) - 1
+    last = arrived == arrivals - 1
     if last:
         tl.atomic_xchg(counter, 0)
     return last
+
+
+@triton.jit
+def is_last_to_arrive(counter):
+    """``is_last_of`` over every program of the launch."""
+    return is_last_of(counter, tl.num_programs(0))
 
 
 @triton.jit

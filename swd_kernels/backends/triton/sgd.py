@@ -8,7 +8,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from . import chunking
+from . import workspace
 from .common import (BucketLaunch, chunk_location, element_pointer, finish_update,
                      grad_unscale, learning_rate, list_dtype, load_f32, load_grad, may_write,
                      step_count, store_rounded, sweep_chunk)
@@ -42,31 +42,29 @@ def sgd_rule(offs, mask, args, FLAGS: tl.constexpr):
 
 @triton.jit
 def sgd_update_kernel(
-        pointer_table, n_tensors, chunk_tensor, chunk_start, numels, n_chunks, counter,
-        lr_tensor, grad_scale, found_inf, lr, lr_lo, momentum, momentum_lo, dampening,
+        pointer_table, n_tensors, chunk_tensor, chunk_start, numels, n_chunks, chunk_size,
+        counter, lr_tensor, grad_scale, found_inf, lr, lr_lo, momentum, momentum_lo, dampening,
         dampening_lo, weight_decay, weight_decay_lo,
         HAS_LR_TENSOR: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
         HAS_FOUND_INF: tl.constexpr, HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
         MAXIMIZE: tl.constexpr, P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr,
-        S_DTYPE: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr,
-        BLOCK: tl.constexpr, TENSOR_TILE: tl.constexpr):
-    chunk = tl.program_id(0)
+        S_DTYPE: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr,
+        TENSOR_TILE: tl.constexpr):
     write = may_write(found_inf, HAS_FOUND_INF)
-    if chunk < n_chunks:
-        index, start, count = chunk_location(chunk_tensor, chunk_start, numels, chunk, CHUNK)
-        first = step_count(pointer_table, ROW_STEP, n_tensors, index) == 0.0
-        decay, lr32, one_minus_dampening = sgd_scalars(
-            learning_rate(lr_tensor, lr, lr_lo, HAS_LR_TENSOR),
-            as_double(momentum, momentum_lo), as_double(dampening, dampening_lo),
-            as_double(weight_decay, weight_decay_lo))
-        args = (
-            element_pointer(pointer_table, ROW_P, n_tensors, index, start, P_DTYPE, ALIGNED),
-            element_pointer(pointer_table, ROW_G, n_tensors, index, start, G_DTYPE, ALIGNED),
-            element_pointer(pointer_table, ROW_BUF, n_tensors, index, start, S_DTYPE, ALIGNED),
-            first, grad_unscale(grad_scale, HAS_GRAD_SCALE), decay, lr32, momentum,
-            one_minus_dampening)
-        sweep_chunk(sgd_rule, args, (HAS_MOMENTUM, NESTEROV, MAXIMIZE), count, write, False,
-                    BLOCK)
+    index, start, count = chunk_location(chunk_tensor, chunk_start, numels, tl.program_id(0),
+                                         chunk_size, BLOCK)
+    first = step_count(pointer_table, ROW_STEP, n_tensors, index) == 0.0
+    decay, lr32, one_minus_dampening = sgd_scalars(
+        learning_rate(lr_tensor, lr, lr_lo, HAS_LR_TENSOR),
+        as_double(momentum, momentum_lo), as_double(dampening, dampening_lo),
+        as_double(weight_decay, weight_decay_lo))
+    args = (
+        element_pointer(pointer_table, ROW_P, n_tensors, index, start, P_DTYPE, ALIGNED),
+        element_pointer(pointer_table, ROW_G, n_tensors, index, start, G_DTYPE, ALIGNED),
+        element_pointer(pointer_table, ROW_BUF, n_tensors, index, start, S_DTYPE, ALIGNED),
+        first, grad_unscale(grad_scale, HAS_GRAD_SCALE), decay, lr32, momentum,
+        one_minus_dampening)
+    sweep_chunk(sgd_rule, args, (HAS_MOMENTUM, NESTEROV, MAXIMIZE), count, write, 0, BLOCK)
     finish_update(counter, write, pointer_table, ROW_STEP, n_tensors, TENSOR_TILE)
 
 
@@ -79,14 +77,17 @@ def sgd_update(params, grads, momentum_buffers, state_steps, lr_tensor, lr, mome
         raise ValueError(f"momentum={momentum} needs one momentum buffer per param, got "
                          f"{len(momentum_buffers)} for {len(params)} params")
     # state_steps[0] stands in for absent optional tensors (never read)
-    launch = BucketLaunch([params, grads, momentum_buffers if has_momentum else [],
-                           state_steps], ROW_STEP.value, grads, state_steps[0],
-                          lr_tensor=lr_tensor, grad_scale=grad_scale, found_inf=found_inf)
+    launch = BucketLaunch(dict(params=params, grads=grads,
+                               momentum_buffers=momentum_buffers if has_momentum else [],
+                               state_steps=state_steps),
+                          ROW_STEP.value, grads, state_steps[0], lr_tensor=lr_tensor,
+                          grad_scale=grad_scale, found_inf=found_inf)
     p_dtype = list_dtype(params, "params")
-    sgd_update_kernel[launch.grid](
-        **launch.args, counter=launch.counter(chunking.UPDATE_COUNTER),
-        **double_args(lr=lr, momentum=momentum, dampening=dampening,
-                      weight_decay=weight_decay),
-        HAS_MOMENTUM=bool(has_momentum), NESTEROV=bool(nesterov), MAXIMIZE=bool(maximize),
-        P_DTYPE=p_dtype,
-        S_DTYPE=list_dtype(momentum_buffers, "momentum_buffers") if has_momentum else p_dtype)
+    launch.run(sgd_update_kernel,
+               counter=launch.workspace().counter(workspace.UPDATE_COUNTER),
+               **double_args(lr=lr, momentum=momentum, dampening=dampening,
+                             weight_decay=weight_decay),
+               HAS_MOMENTUM=bool(has_momentum), NESTEROV=bool(nesterov),
+               MAXIMIZE=bool(maximize), P_DTYPE=p_dtype,
+               S_DTYPE=list_dtype(momentum_buffers, "momentum_buffers") if has_momentum
+               else p_dtype)

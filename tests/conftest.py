@@ -58,7 +58,7 @@ SLOW_FILES = {"test_triton.py", "test_triton_compile.py", "test_distributed.py",
               "test_hypothesis.py"}
 # The half-precision oracle grid (48 runs on native and torch, the oracle rounding every stored
 # value). The quick run keeps fp32 against the oracle for every option of every optimizer, and
-# test_native_cpu.py's native-against-torch runs in every dtype.
+# test_native_cpu.py's op-level cases hold every backend to the oracle in every dtype.
 SLOW_TESTS = {"test_oracle.py": {"test_half_matches_rounded_oracle",
                                  "test_half_params_fp32_state"}}
 

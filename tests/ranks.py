@@ -6,6 +6,7 @@ import os
 import sys
 
 import torch
+import torch.distributed as dist
 
 
 def train(full_params: list[torch.Tensor], grads_per_step: list[list[torch.Tensor]],
@@ -29,3 +30,18 @@ def exit_quietly() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def run_rank(rank: int, world: int, init_file: str, out_file: str, work) -> None:
+    """One spawned gloo rank: join the group, run ``work()``, save what it returns from rank
+    0 to ``out_file``, leave the group once every rank is done, exit quietly."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        result = work()
+        if rank == 0:
+            torch.save(result, out_file)
+        dist.barrier()  # no rank tears gloo down while another still talks to it
+    finally:
+        dist.destroy_process_group()
+    exit_quietly()

@@ -5,11 +5,10 @@ import tempfile
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import swd_kernels
-from ranks import exit_quietly, train
+from ranks import run_rank, train
 
 WORLD = 2
 STEPS = 6
@@ -41,28 +40,23 @@ MAKERS = {"AdamS": _make_adams, "AdaiS": _make_adais}
 
 
 def _worker(rank: int, init_file: str, name: str, out_file: str) -> None:
+    run_rank(rank, WORLD, init_file, out_file, lambda: _sharded_run(name))
+
+
+def _sharded_run(name: str) -> list[torch.Tensor]:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Shard, distribute_tensor
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD)
-    try:
-        mesh = init_device_mesh("cpu", (WORLD,))
-        full, grads = _full_params_and_grads(0)
-        params = [torch.nn.Parameter(distribute_tensor(p.clone(), mesh, [Shard(0)]))
-                  for p in full]
-        opt = MAKERS[name](params)
-        for step_grads in grads:
-            for p, g in zip(params, step_grads):
-                p.grad = distribute_tensor(g.clone(), mesh, [Shard(0)])
-            opt.step()
-        gathered = [p.detach().full_tensor() for p in params]
-        if rank == 0:
-            torch.save(gathered, out_file)
-        dist.barrier()  # no rank tears gloo down while another still talks to it
-    finally:
-        dist.destroy_process_group()
-    exit_quietly()
+    mesh = init_device_mesh("cpu", (WORLD,))
+    full, grads = _full_params_and_grads(0)
+    params = [torch.nn.Parameter(distribute_tensor(p.clone(), mesh, [Shard(0)]))
+              for p in full]
+    opt = MAKERS[name](params)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = distribute_tensor(g.clone(), mesh, [Shard(0)])
+        opt.step()
+    return [p.detach().full_tensor() for p in params]
 
 
 @pytest.mark.parametrize("name", sorted(MAKERS))
@@ -110,21 +104,16 @@ def _train(model, opt, steps=4):
 
 
 def _fsdp_worker(rank: int, init_file: str, out_file: str) -> None:
+    run_rank(rank, WORLD, init_file, out_file, _fsdp_run)
+
+
+def _fsdp_run() -> list[torch.Tensor]:
     from torch.distributed.fsdp import fully_shard
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD)
-    try:
-        model = _model()
-        fully_shard(model)
-        _train(model, swd_kernels.AdamS(model.parameters(), lr=1e-2, weight_decay=0.1))
-        full = [p.detach().full_tensor() for p in model.parameters()]
-        if rank == 0:
-            torch.save(full, out_file)
-        dist.barrier()  # no rank tears gloo down while another still talks to it
-    finally:
-        dist.destroy_process_group()
-    exit_quietly()
+    model = _model()
+    fully_shard(model)
+    _train(model, swd_kernels.AdamS(model.parameters(), lr=1e-2, weight_decay=0.1))
+    return [p.detach().full_tensor() for p in model.parameters()]
 
 
 def test_fsdp2_fully_shard_matches_unsharded():

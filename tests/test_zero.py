@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import swd_kernels
-from ranks import exit_quietly, train
+from ranks import run_rank, train
 
 STEPS = 5
 # Sizes and grad magnitudes differ per tensor, so each rank's share has its own v_bar and norm.
@@ -39,25 +39,21 @@ def _train(make_optimizer):
 
 
 def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
+    run_rank(rank, world, init_file, out_file, _partitioned_runs)
+
+
+def _partitioned_runs() -> dict:
     from torch.distributed.optim import ZeroRedundancyOptimizer
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
-    try:
-        results = {}
-        for backend, name, max_norm, partitioned in CONFIGS:
-            cls, hyper = OPTIMIZERS[name]
-            extra = dict(partition_group=dist.group.WORLD) if partitioned else {}
-            results[backend, name, max_norm, partitioned] = _train(
-                lambda params: ZeroRedundancyOptimizer(
-                    params, optimizer_class=cls, backend=backend, max_grad_norm=max_norm,
-                    **hyper, **extra))
-        if rank == 0:
-            torch.save(results, out_file)
-        dist.barrier()  # no rank tears gloo down while another still talks to it
-    finally:
-        dist.destroy_process_group()
-    exit_quietly()
+    results = {}
+    for backend, name, max_norm, partitioned in CONFIGS:
+        cls, hyper = OPTIMIZERS[name]
+        extra = dict(partition_group=dist.group.WORLD) if partitioned else {}
+        results[backend, name, max_norm, partitioned] = _train(
+            lambda params: ZeroRedundancyOptimizer(
+                params, optimizer_class=cls, backend=backend, max_grad_norm=max_norm,
+                **hyper, **extra))
+    return results
 
 
 @pytest.fixture(scope="module", params=[2, 3], ids=["2-ranks", "3-ranks"])

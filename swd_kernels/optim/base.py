@@ -560,8 +560,13 @@ class SWDOptimizer(torch.optim.Optimizer):
 
     def _record_stats(self, device, found_inf) -> None:
         accum = self._accum(device)
-        decays = [torch.as_tensor(self._decay_applied(group, accum), dtype=torch.float64,
-                                  device=device) for group in self.param_groups]
+        # a float decay (a float lr times float hyperparameters) is filled in by a kernel:
+        # torch.as_tensor would copy it from pageable host memory, a sync that CUDA-graph
+        # capture refuses
+        decays = [value if torch.is_tensor(value) else
+                  torch.full((), value, dtype=torch.float64, device=device)
+                  for value in (self._decay_applied(group, accum)
+                                for group in self.param_groups)]
         self._stats.record(accum, decays, self._stat_keys(), found_inf)
 
     def _home_device(self) -> torch.device:

@@ -90,7 +90,12 @@ def _extension():
                             extra_compile_args={"cxx": cxx}, extra_link_args=openmp)
     archs = os.environ.get("SWD_KERNELS_CUDA_ARCHS") or os.environ.get("TORCH_CUDA_ARCH_LIST")
     os.environ["TORCH_CUDA_ARCH_LIST"] = archs or "8.0;9.0+PTX"
-    nvcc = ["-O3", "-std=c++20", "-lineinfo", "--expt-relaxed-constexpr"]
+    # -fmad=false: no multiply-add contracted into FMA. nvcc decides contraction per inlined
+    # copy of a rule, so the cooperative adam_step and its two-kernel fallback, and the aligned
+    # and unaligned loops, differed by 1-12 ulps on the H200 (2026-11-30) although they run
+    # the same rules in the same order. The kernels are memory-bound: the extra instructions
+    # cost no time (bench/run.py --device cuda).
+    nvcc = ["-O3", "-std=c++20", "-lineinfo", "--expt-relaxed-constexpr", "-fmad=false"]
     return CUDAExtension("swd_kernels._C", sources + _sources("csrc/cuda/*.cu"),
                          include_dirs=include_dirs, extra_compile_args={"cxx": cxx, "nvcc": nvcc},
                          extra_link_args=openmp)

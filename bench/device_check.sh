@@ -2,7 +2,7 @@
 # The one prepared script for the GPU machine (bare and offline: Python 3.12, torch 2.11 with
 # CUDA, Triton 3.6, nvcc 13.0, ninja). From the repository root:
 #
-#     bash bench/device_check.sh                 # every stage, within DEVICE_CHECK_SECONDS (360)
+#     bash bench/device_check.sh                 # every stage, within DEVICE_CHECK_SECONDS (540)
 #     bash bench/device_check.sh --record        # and keep the record in bench/results/recorded/
 #     bash bench/device_check.sh --fingerprint   # print the source tree's fingerprint; run nothing
 #
@@ -11,12 +11,13 @@
 #   from the start (they need no native build, and get the build's minutes to compile kernels):
 #     test_triton      the Triton cases of tests/test_cuda.py (each new kernel specialization
 #                      compiles, ~0.5 s; they launch about 160 distinct ones)
-#     memcheck_triton  compute-sanitizer memcheck on bench/sanitize_step.py --backend triton
-#     build            pip install -e . (CUDA ops for sm_90 only; offline, no dependencies)
+#     build            pip install -e . (CUDA ops for sm_90 only; offline, no dependencies;
+#                      ~60 s beside test_triton, 180 s when two sanitized runs shared the CPUs)
 #     import           then: the backends that run on cuda (native and triton must)
 #   once the build is done:
 #     test_native      the other cases of tests/test_cuda.py (native, and torch where it is
 #                      the reference)
+#     memcheck_triton  compute-sanitizer memcheck on bench/sanitize_step.py --backend triton
 #     memcheck_native  memcheck on bench/sanitize_step.py --backend native
 #     racecheck        racecheck on both backends' steps (fp32: shared memory holds float64
 #                      sums whatever the storage dtype)
@@ -24,6 +25,15 @@
 #   then alone, so its timings are clean, with the time left:
 #     bench            bench/run.py --device cuda
 # The table (stage, status, seconds, limit, the stage's last outcome line) is printed last.
+# A failing test's traceback is printed the moment it fails (bench/pytest_failures_now.py), so
+# a stage cut off by its limit still shows why its failures failed.
+#
+# The first run on a GPU (bench/results/recorded/device-2026-11-30/) got through about 40% of
+# each test stage in 360 s: the whole file takes longer than one session's device time. So
+# DEVICE_CHECK_TESTS names a file of test ids (one per line, as pytest prints them), and the
+# test stages then run those alone: a session reruns what failed or was never reached, and
+# what its change touches. DEVICE_CHECK_SKIP names a file of test ids to leave out (those an
+# earlier run passed and no change since touches).
 #
 # Files. $OUT, when set (the device tool returns at most 8 files, flat), gets device_check.log
 # (every stage's log in stage order, each cut to its first 200 KB and last 1.3 MB), summary.txt
@@ -32,15 +42,16 @@
 # stay in the git-ignored bench/results/runs/device_check-<date>-<time>/, which gets everything
 # when $OUT is unset; --record also keeps the record in bench/results/recorded/.
 #
-# Environment: PYTHON (default python3), DEVICE_CHECK_SECONDS (default 360),
-# DEVICE_CHECK_STAGES (space-separated stage names to run; default all), DEVICE_CHECK_COMMIT
-# (the commit of a copy of the tree that has no .git).
+# Environment: PYTHON (default python3), DEVICE_CHECK_SECONDS (default 540: a 15-minute device
+# budget then still holds a second, shorter run), DEVICE_CHECK_STAGES (space-separated stage
+# names to run; default all), DEVICE_CHECK_TESTS and DEVICE_CHECK_SKIP (see above),
+# DEVICE_CHECK_COMMIT (the commit of a copy of the tree that has no .git).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 
-STAGES=(test_triton memcheck_triton build import test_native memcheck_native racecheck synccheck
+STAGES=(test_triton build import test_native memcheck_triton memcheck_native racecheck synccheck
         bench)  # in the order they start, which the table and the combined log keep
-TOTAL=${DEVICE_CHECK_SECONDS:-360}
+TOTAL=${DEVICE_CHECK_SECONDS:-540}
 RESERVE=20      # seconds kept for the summary and the record
 BENCH_MIN=60    # seconds the tests and sanitizers leave to the benchmark at least
 PY=${PYTHON:-python3}
@@ -70,6 +81,9 @@ DEST=${OUT:-$WORK}
 mkdir -p "$WORK/status" "$DEST"
 RECORD_NAME=device_check-$DATE.json
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+# Each of the dozen processes would otherwise start a CPU thread per core for torch's CPU ops
+# (the tests' float64 oracle): 16 x 12 threads on 16 cores.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH="$PATH:/usr/local/cuda/bin"
 fi
@@ -194,7 +208,26 @@ cat "$WORK/env.log"
 # -v: each test's outcome as it ends, so a stage cut off by its limit still shows how far it
 # got; pytest-timeout: a hung test is killed after its stack is printed (under xdist only its
 # worker dies, and the others go on)
-PYTEST=("$PY" -m pytest tests/test_cuda.py -v -ra -p no:cacheprovider --durations=15)
+PYTEST=("$PY" -m pytest -v -ra -p no:cacheprovider -p bench.pytest_failures_now --durations=15)
+TEST_IDS=(tests/test_cuda.py)
+if [ -n "${DEVICE_CHECK_TESTS:-}" ]; then
+  mapfile -t TEST_IDS < <(grep -v '^[[:space:]]*\(#\|$\)' "$DEVICE_CHECK_TESTS")
+fi
+split_ids() {  # split_ids triton|native: the ids of TEST_IDS for that stage (all, unfiltered)
+  local id
+  for id in "${TEST_IDS[@]}"; do
+    if [ "${#TEST_IDS[@]}" -eq 1 ] && [ "$id" = tests/test_cuda.py ]; then echo "$id"; continue; fi
+    if [[ "$id" == *triton* ]]; then [ "$1" = triton ] && echo "$id"
+    else [ "$1" = native ] && echo "$id"; fi
+  done
+}
+if [ -n "${DEVICE_CHECK_SKIP:-}" ]; then
+  while read -r id; do
+    [ -n "$id" ] && [ "${id:0:1}" != "#" ] && PYTEST+=(--deselect "$id")
+  done <"$DEVICE_CHECK_SKIP"
+fi
+mapfile -t TRITON_IDS < <(split_ids triton)
+mapfile -t NATIVE_IDS < <(split_ids native)
 if "$PY" -c "import pytest_timeout" 2>/dev/null; then
   PYTEST+=(--timeout 100 --timeout-method thread)
 fi
@@ -202,7 +235,7 @@ fi
 # ones by the float64 oracle; 16 cores serve both stages, the build and four sanitized runs
 NATIVE_WORKERS=() TRITON_WORKERS=()
 if "$PY" -c "import xdist" 2>/dev/null; then
-  NATIVE_WORKERS=(-n 4) TRITON_WORKERS=(-n 6)
+  NATIVE_WORKERS=(-n 6) TRITON_WORKERS=(-n 6)
 fi
 SANITIZE=("$SANITIZER" --launch-timeout 60 --target-processes application-only
           --print-limit 20 --error-exitcode 1)
@@ -218,24 +251,23 @@ have_sanitizer() {  # have_sanitizer STAGE: true, or the stage is marked skipped
 }
 PIDS=()
 
-# ----- the Triton stages, started beside the build (they need no native build) ---------------
+# ----- the Triton tests, started beside the build (they need no native build) ----------------
 if wanted test_triton; then
-  # conftest.py stops a run without the native backend unless this says it is meant
-  run_stage test_triton "$(phase_limit 200)" \
-    env SWD_KERNELS_TEST_WITHOUT_NATIVE=1 "${PYTEST[@]}" "${TRITON_WORKERS[@]}" -k triton &
-  PIDS+=($!)
-fi
-if wanted memcheck_triton && have_sanitizer memcheck_triton; then
-  run_stage memcheck_triton "$(phase_limit 170)" \
-    "${MEMCHECK[@]}" "$PY" bench/sanitize_step.py --backend triton &
-  PIDS+=($!)
+  if [ ${#TRITON_IDS[@]} -gt 0 ]; then
+    # conftest.py stops a run without the native backend unless this says it is meant
+    run_stage test_triton "$(phase_limit 600)" env SWD_KERNELS_TEST_WITHOUT_NATIVE=1 \
+      "${PYTEST[@]}" "${TRITON_WORKERS[@]}" -k triton "${TRITON_IDS[@]}" &
+    PIDS+=($!)
+  else
+    skip test_triton "none in DEVICE_CHECK_TESTS"
+  fi
 fi
 
 # ----- build ---------------------------------------------------------------------------------
 BUILT=1
 if wanted build; then
-  run_stage build "$(capped 200 $((RESERVE + BENCH_MIN + 60)))" \
-    env FORCE_CUDA=1 SWD_KERNELS_CUDA_ARCHS=9.0 MAX_JOBS="$(nproc)" \
+  run_stage build "$(capped 240 $((RESERVE + BENCH_MIN + 60)))" \
+    env FORCE_CUDA=1 SWD_KERNELS_CUDA_ARCHS=9.0 MAX_JOBS=10 \
     "$PY" -m pip install -v --no-index --no-build-isolation --no-deps -e . || BUILT=0
 fi
 if wanted import; then
@@ -251,17 +283,24 @@ collect
 
 # ----- the native stages, once it is built ---------------------------------------------------
 if wanted test_native; then
-  if [ $BUILT -eq 1 ]; then
-    run_stage test_native "$(phase_limit 170)" "${PYTEST[@]}" "${NATIVE_WORKERS[@]}" \
-      -k "not triton" &
-    PIDS+=($!)
-  else
+  if [ $BUILT -ne 1 ]; then
     skip test_native "build failed"
+  elif [ ${#NATIVE_IDS[@]} -eq 0 ]; then
+    skip test_native "none in DEVICE_CHECK_TESTS"
+  else
+    run_stage test_native "$(phase_limit 600)" "${PYTEST[@]}" "${NATIVE_WORKERS[@]}" \
+      -k "not triton" "${NATIVE_IDS[@]}" &
+    PIDS+=($!)
   fi
+fi
+if wanted memcheck_triton && have_sanitizer memcheck_triton; then
+  run_stage memcheck_triton "$(phase_limit 600)" \
+    "${MEMCHECK[@]}" "$PY" bench/sanitize_step.py --backend triton &
+  PIDS+=($!)
 fi
 if wanted memcheck_native && have_sanitizer memcheck_native; then
   if [ $BUILT -eq 1 ]; then
-    run_stage memcheck_native "$(phase_limit 170)" \
+    run_stage memcheck_native "$(phase_limit 600)" \
       "${MEMCHECK[@]}" "$PY" bench/sanitize_step.py --backend native &
     PIDS+=($!)
   else
@@ -272,7 +311,7 @@ SANITIZED_BACKENDS=all
 [ $BUILT -eq 1 ] || SANITIZED_BACKENDS=triton
 for tool in racecheck synccheck; do
   if wanted $tool && have_sanitizer $tool; then
-    run_stage $tool "$(phase_limit 170)" "${SANITIZE[@]}" --tool $tool \
+    run_stage $tool "$(phase_limit 600)" "${SANITIZE[@]}" --tool $tool \
       "$PY" bench/sanitize_step.py --backend $SANITIZED_BACKENDS --dtypes fp32 &
     PIDS+=($!)
   fi

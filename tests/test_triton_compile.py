@@ -66,11 +66,27 @@ def variants() -> dict[str, tuple[str, str, dict]]:
             flags = dict(optional_flags((d + m) % 2 == 0), **dtypes, **mode_flags)
             found[f"sgd_update-{dtype_name}-{mode}-{_flags_id(flags)}"] = (
                 "sgd", "sgd_update_kernel", flags)
+    # every kernel once more with its count arguments equal to 1 (one tensor, one chunk, a
+    # 1-element bucket), which the GPU's launcher passes as constants (INTS_EQUAL_TO_ONE)
+    for variant_id in [v for v in found if v.split("-", 1)[1].startswith("fp32-")
+                       and v.endswith("-optional-on")]:
+        module_name, kernel_name, flags = found[variant_id]
+        kernel_id = variant_id.split("-", 1)[0]
+        found.setdefault(f"{kernel_id}-ints-equal-to-one", (module_name, kernel_name,
+                                                            dict(flags, **{ONES: True})))
     return found
 
 
 def _flags_id(flags: dict) -> str:
     return "optional-on" if flags["ALIGNED"] else "optional-off"
+
+
+# A variant flag, not a kernel parameter: compile with the INTS_EQUAL_TO_ONE arguments as the
+# constant 1. Triton's launcher on a GPU specializes an int argument equal to 1 into a Python
+# constant (the interpreter never does), so code such as ``total_numel.to(...)`` compiles for
+# every other value and fails there (found on the H200 for a 1-element bucket, 2026-11-30).
+ONES = "_INTS_EQUAL_TO_ONE"
+INTS_EQUAL_TO_ONE = ("n_tensors", "n_chunks", "total_numel")
 
 
 # ------------------------------------------------------------------ the child process ------
@@ -105,9 +121,13 @@ def compile_variant(module_name: str, kernel_name: str, flags: dict) -> dict:
 
     module = importlib.import_module(f"swd_kernels.backends.triton.{module_name}")
     kernel = getattr(module, kernel_name)
+    flags = dict(flags)
+    ones = flags.pop(ONES, False)
     unknown = set(flags) - set(kernel.arg_names)
     assert not unknown, f"{kernel_name} has no parameters {sorted(unknown)}"
     constexprs = {k: getattr(tl, v) if k.endswith("_DTYPE") else v for k, v in flags.items()}
+    if ones:
+        constexprs.update({k: 1 for k in INTS_EQUAL_TO_ONE if k in kernel.arg_names})
     tiles = dict(BLOCK=chunking.BLOCK, TENSOR_TILE=chunking.TENSOR_TILE,
                  PARTIAL_TILE=chunking.PARTIAL_TILE, ARRIVE=workspace.BARRIER_ARRIVE,
                  RELEASE=workspace.BARRIER_RELEASE, DONE=workspace.STEP_DONE)

@@ -8,10 +8,10 @@
 //   prepare_tensor   one tensor's update scalars (swd/rules.h), and its step advanced
 //   update_chunk     one chunk of the element-wise update, for any rule of swd/rules.h
 // Every sum has a fixed shape: per-thread sums over a fixed index pattern, then a fixed tree,
-// so on one device and build two runs (and the two paths) give bitwise equal results. The CPU
-// builds sum in another order and contract multiply-adds differently (nvcc fuses them into FMA
-// by default): they agree with these kernels within the oracle tolerance, not bitwise
-// (docs/design.md §6).
+// and nothing is contracted into FMA (setup.py: -fmad=false), so on one device and build two
+// runs (and the two paths) give bitwise equal results. The CPU builds sum in another order
+// and contract multiply-adds: they agree with these kernels within the oracle tolerance, not
+// bitwise (docs/design.md §6).
 //
 // Register budget: chunk kernels run kThreads = 512 threads with kMinBlocksPerSm = 2, so
 // ptxas caps them at 64 registers; anything live beyond that spills to the stack (local

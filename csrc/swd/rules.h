@@ -3,10 +3,13 @@
 // loops (cpu/vec_value_ops.h). Math is fp32 for every storage dtype; the per-tensor scalars
 // are formed in double (swd/step_scalars.h) and rounded once.
 //
-// One source is not one result: nvcc contracts a * b + c into FMA by default, and so does
-// g++ in the AVX2 / AVX-512 CPU builds (their objects hold vfmadd instructions), while the
-// portable CPU build has no FMA. Results are bitwise repeatable on one device and build;
-// across devices and builds they agree within the oracle tolerance (docs/design.md §6, §7).
+// One source is not one result: g++ contracts a * b + c into FMA in the AVX2 / AVX-512 CPU
+// builds (their objects hold vfmadd instructions), the portable CPU build has no FMA, and the
+// CUDA build turns contraction off (setup.py, -fmad=false: nvcc contracted each inlined copy
+// of a rule its own way, so two CUDA paths running the same rules differed by a few ulps).
+// Results are bitwise repeatable on one device and build, and the CUDA paths bitwise equal
+// each other; across devices and builds they agree within the oracle tolerance
+// (docs/design.md §6, §7).
 //
 // Each update rule is a functor that the CPU chunk loop (cpu/kernels_impl.h) and the CUDA
 // update (cuda/chunk_phases.cuh) take as a template argument:

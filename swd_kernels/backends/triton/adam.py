@@ -17,7 +17,8 @@ barrier between the passes, launched cooperatively (so the driver refuses a grid
 be resident rather than letting the barrier wait forever), built from the same device
 functions as the two launches. It needs a Triton that launches cooperatively; the tests hold
 it bitwise to the two-launch step in the interpreter (on a GPU the two are separate compiles,
-each free to contract multiply-adds its own way); it stays off until it is measured on a GPU.
+each free to contract multiply-adds its own way). It stays off: on the H200 it was slower than
+the two launches (GPT-2 124M: 1.31x, ResNet-50: 27x; bench/results/recorded/device-2026-11-30).
 """
 from __future__ import annotations
 
@@ -141,7 +142,10 @@ def finish_accum(tensor_sums, n_tensors, accum, total_numel, AMSGRAD: tl.constex
             clip += tl.load(tensor_sums + 2 * n_tensors + index, mask=inside, other=0.0,
                             volatile=True)
     tl.store(accum + VHAT_SUM, tl.load(accum + VHAT_SUM) + tl.sum(v_hat_sum, axis=0))
-    tl.store(accum + COUNT, tl.load(accum + COUNT) + total_numel.to(tl.float64))
+    # tl.cast, not total_numel.to(): on a GPU Triton passes an int argument equal to 1 as
+    # a Python constant, which has no .to() (a bucket of one 1-element tensor failed to
+    # compile on the H200, 2026-11-30; the interpreter passes every int as a value)
+    tl.store(accum + COUNT, tl.load(accum + COUNT) + tl.cast(total_numel, tl.float64))
     tl.store(accum + GRAD_SQ_SUM, tl.load(accum + GRAD_SQ_SUM) + tl.sum(squares, axis=0))
     if not AMSGRAD:
         tl.store(accum + CLIP_TERM, tl.load(accum + CLIP_TERM) + tl.sum(clip, axis=0))

@@ -71,6 +71,8 @@ class AdamS(SWDOptimizer):
             self._decay_watch.record(self._accum(buckets[0].device), self.param_groups)
 
     def _decay_applied(self, group: dict, accum):
+        if group["weight_decay"] == 0:  # no decay whatever v_bar is: no kernels to say so
+            return 0.0
         lr_tensor, lr = self._lr_args(group, accum.device)
         lr = lr if lr_tensor is None else lr_tensor.double()
         return lr * group["weight_decay"] * decay_scale(

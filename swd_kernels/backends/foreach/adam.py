@@ -1,6 +1,8 @@
 """AdamS / AMSGradS with foreach ops: the reference backend, any device."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...ops import CLIP_TERM, COUNT, GRAD_SQ_SUM, VHAT_SUM, check_accum
@@ -46,12 +48,12 @@ def adam_reduce(grads, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums, accum,
 
 
 def decay_scale(accum, decay_power: float, decay_eps: float) -> torch.Tensor:
-    """``1 / (v_bar + decay_eps)^p`` as float64; 1 when p = 0 (AdamW), 0 when the base is 0."""
-    base = global_mean(accum) + decay_eps
+    """``1 / (v_bar + decay_eps)^p`` as float64; 1 when p = 0 (AdamW), 0 when the base is 0
+    (inf^-p is 0 for the p > 0 left)."""
     if decay_power == 0:
-        return torch.ones_like(base)
-    safe = torch.where(base > 0, base, torch.ones_like(base))
-    return torch.where(base > 0, safe ** -decay_power, torch.zeros_like(base))
+        return torch.ones_like(accum[0])
+    base = global_mean(accum) + decay_eps
+    return torch.where(base > 0, base, math.inf) ** -decay_power
 
 
 def adam_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, accum,

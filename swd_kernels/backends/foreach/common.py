@@ -48,9 +48,9 @@ def advance_steps(state_steps, found_inf) -> None:
 
 
 def global_mean(accum: torch.Tensor) -> torch.Tensor:
-    """``v_bar = accum[0] / accum[1]`` as float64, 0 when nothing was counted."""
-    total, count = accum[0], accum[1]
-    return torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))
+    """``v_bar = accum[0] / accum[1]`` as float64, 0 when nothing was counted (the sum is then
+    0 too). Two small kernels: on a GPU each op of the step's bookkeeping is a launch."""
+    return accum[0] / accum[1].clamp(min=1)
 
 
 def lr_value(lr_tensor, lr: float, device) -> torch.Tensor | float:

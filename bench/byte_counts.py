@@ -16,7 +16,9 @@ With clipping, AMSGradS (its max needs the clipped v) and SGDS read the grads on
 norm before their passes: + G (AMSGradS 52, SGDS 24 in fp32); AdaiS, like AdamS, gets the norm
 from pass 1 (40). The grads are never written.
 bf16 params/grads with fp32 state: AdamS 2·2 + 2·2 + 4·4 = 24 B, AdamW (torch keeps bf16
-state for bf16 params) 2·2 + 2 + 4·2 = 14 B. The per-tensor reference loop and its compiled
+state for bf16 params) 2·2 + 2 + 4·2 = 14 B; with bf16 state AdamS is 2·2 + 2·2 + 4·2 = 16 B
+(its running sums come from the v the update stores: no extra read). The per-tensor
+reference loop and its compiled
 version are counted as AdamS (the algorithm's minimum), so their GB/s is an effective rate.
 """
 from __future__ import annotations

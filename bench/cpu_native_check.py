@@ -1,7 +1,9 @@
 """CPU check of the native backend: AdamS(backend='native').step() against
 torch.optim.AdamW(fused=True).step() on the same parameters, in one process, 2 threads,
-time.perf_counter medians; and AdamS(max_grad_norm=1.0) against what it replaces,
-clip_grad_norm_(foreach=True) then AdamW(fused=True) (32 against 40 B/elem: 0.8 is the floor).
+time.perf_counter medians; AdamS(max_grad_norm=1.0) against what it replaces,
+clip_grad_norm_(foreach=True) then AdamW(fused=True) (32 against 40 B/elem: 0.8 is the floor);
+and with bf16 params, AdamS with bf16 state against AdamW(fused=True), which keeps bf16 state
+(16 against 14 B/elem: 1.14 is the floor).
 
 Tensor list: GPT-2 124M's 148 tensors (bench/workloads/gpt2_124m.json) with the hidden size
 768 -> 384 (2304 -> 1152, 3072 -> 1536) and the vocabulary 50257 -> 8192: 24.7M fp32 params.
@@ -43,12 +45,12 @@ def gpt2_small_shapes() -> list[tuple[int, ...]]:
     return [tuple(SCALE.get(d, d) for d in shape) for shape in from_json("gpt2_124m").shapes]
 
 
-def make_params(shapes, seed: int) -> list[torch.Tensor]:
+def make_params(shapes, seed: int, dtype=torch.float32) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     params = []
     for shape in shapes:
-        p = torch.randn(shape, generator=gen).requires_grad_()
-        p.grad = torch.randn(shape, generator=gen) * 1e-2
+        p = torch.randn(shape, generator=gen).to(dtype).requires_grad_()
+        p.grad = (torch.randn(shape, generator=gen) * 1e-2).to(dtype)
         params.append(p)
     return params
 
@@ -85,7 +87,12 @@ def main() -> None:
     adams_clip = swd_kernels.AdamS(make_params(shapes, 0), lr=1e-3, weight_decay=1e-2,
                                    backend="native", max_grad_norm=1.0)
     adamw_clip = ClippedAdamW(make_params(shapes, 0), max_norm=1.0)
-    steppers = [adamw, adams, adamw_clip, adams_clip]
+    bf16 = torch.bfloat16
+    adamw_bf16 = torch.optim.AdamW(make_params(shapes, 0, bf16), lr=1e-3, weight_decay=1e-2,
+                                   fused=True)
+    adams_bf16 = swd_kernels.AdamS(make_params(shapes, 0, bf16), lr=1e-3, weight_decay=1e-2,
+                                   backend="native", state_dtype=bf16)
+    steppers = [adamw, adams, adamw_clip, adams_clip, adamw_bf16, adams_bf16]
     for _ in range(args.warmup):
         for stepper in steppers:
             stepper.step()
@@ -93,11 +100,9 @@ def main() -> None:
     for _ in range(args.steps):
         for stepper, t in zip(steppers, times):
             t.append(timed(stepper.step))
-    t_adamw, t_adams, t_adamw_clip, t_adams_clip = times
-    ms_adams = statistics.median(t_adams) * 1e3
-    ms_adamw = statistics.median(t_adamw) * 1e3
-    ms_adams_clip = statistics.median(t_adams_clip) * 1e3
-    ms_adamw_clip = statistics.median(t_adamw_clip) * 1e3
+    (ms_adamw, ms_adams, ms_adamw_clip, ms_adams_clip, ms_adamw_bf16,
+     ms_adams_bf16) = (statistics.median(t) * 1e3 for t in times)
+    t_adamw, t_adams = times[:2]
     print(f"{len(shapes)} tensors, {numel / 1e6:.1f}M fp32 params, {args.threads} threads, "
           f"median of {args.steps} steps")
     print(f"AdamW(fused=True)     {ms_adamw:8.2f} ms  {28 * numel / ms_adamw / 1e6:6.1f} GB/s "
@@ -114,6 +119,11 @@ def main() -> None:
     print(f"AdamS(max_grad_norm)  {ms_adams_clip:8.2f} ms  "
           f"{32 * numel / ms_adams_clip / 1e6:6.1f} GB/s (32 B/elem)")
     print(f"ratio clipped         {ms_adams_clip / ms_adamw_clip:8.3f}  (target <= 0.85)")
+    print(f"AdamW(fused) bf16     {ms_adamw_bf16:8.2f} ms  "
+          f"{14 * numel / ms_adamw_bf16 / 1e6:6.1f} GB/s (14 B/elem)")
+    print(f"AdamS bf16 state      {ms_adams_bf16:8.2f} ms  "
+          f"{16 * numel / ms_adams_bf16 / 1e6:6.1f} GB/s (16 B/elem)")
+    print(f"ratio bf16 state      {ms_adams_bf16 / ms_adamw_bf16:8.3f}  (floor 1.14)")
 
     result = dict(meta=device_meta(torch.device("cpu")), tensors=len(shapes), params=numel,
                   threads=args.threads, steps=args.steps, adamw_fused_ms=ms_adamw,
@@ -122,6 +132,8 @@ def main() -> None:
                   clip_grad_norm_adamw_fused_ms=ms_adamw_clip,
                   adams_native_max_grad_norm_ms=ms_adams_clip,
                   ratio_clipped=ms_adams_clip / ms_adamw_clip,
+                  adamw_fused_bf16_ms=ms_adamw_bf16, adams_native_bf16_state_ms=ms_adams_bf16,
+                  ratio_bf16_state=ms_adams_bf16 / ms_adamw_bf16,
                   date=now.isoformat(timespec="seconds"))
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:

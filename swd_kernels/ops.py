@@ -29,10 +29,17 @@ running sums once the clip coefficient is known (docs/design.md §3).
   order (bitwise repeatable on one device and build). With ``found_inf`` nonzero nothing but
   ``accum`` may change.
 ``adam_update`` (pass 2): the AdamS/AMSGradS update of docs/design.md §1,
-  ``state_steps[i] = t``.
+  ``state_steps[i] = t``. With half-precision state (bf16/fp16 ``exp_avg_sqs``) and
+  ``amsgrad=False`` it also sets ``v_sums[i]`` to the float64 sum of the ``exp_avg_sq`` it
+  stored, rounding included (unless found_inf): rounded state drifts from the linear identity
+  (in bf16, 0.999 * v rounds back to v: 5% after 1,000 steps at beta2 = 0.999, and AdaiS's
+  inertia reads v_hat / v_bar), and the update holds every stored value anyway, so keeping
+  the sums exact costs no extra pass (docs/design.md §3). Otherwise ``v_sums``
+  is not written and may be empty. Same schema as ``adam_step``.
 ``adam_step``: ``adam_reduce`` then ``adam_update`` on one bucket (one launch where a backend
   can do it); the caller uses it only when the bucket is the step's only one.
 ``adai_update``: the AdaiS update; its reduction is ``adam_reduce`` with ``amsgrad=False``.
+  ``v_sums`` as in ``adam_update``.
 ``sgd_update``: the SGDS update; ``momentum_buffers`` is empty when ``momentum == 0``; a tensor
   whose ``state_steps[i] == 0`` takes ``buf = g``.
 
@@ -69,8 +76,8 @@ SCHEMAS = {
     ),
     "adam_update": (
         "(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
-        "Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] state_steps, Tensor accum, "
-        + _ADAM_HPARAMS + ") -> ()"
+        "Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] state_steps, Tensor(f!)[] v_sums, "
+        "Tensor accum, " + _ADAM_HPARAMS + ") -> ()"
     ),
     "adam_step": (
         "(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
@@ -79,7 +86,8 @@ SCHEMAS = {
     ),
     "adai_update": (
         "(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
-        "Tensor(d!)[] beta1_prods, Tensor(e!)[] state_steps, Tensor accum, Tensor? lr_tensor, "
+        "Tensor(d!)[] beta1_prods, Tensor(e!)[] state_steps, Tensor(f!)[] v_sums, "
+        "Tensor accum, Tensor? lr_tensor, "
         "float lr, float beta0, float beta2, float weight_decay, float eps, bool maximize, "
         + _OPTIONAL_AMP + ") -> ()"
     ),
@@ -98,6 +106,21 @@ ARG_NAMES = {
 }
 
 _libraries: dict[str, torch.library.Library] = {}
+
+
+def update_writes_v_sums(exp_avg_sqs: list[torch.Tensor], amsgrad: bool) -> bool:
+    """Whether an update op sets ``v_sums`` to the sums of the ``exp_avg_sq`` it stores:
+    with half-precision state and without amsgrad (see the module docstring)."""
+    return (not amsgrad and bool(exp_avg_sqs)
+            and exp_avg_sqs[0].dtype in (torch.bfloat16, torch.float16))
+
+
+def check_update_v_sums(v_sums: list, exp_avg_sqs: list[torch.Tensor], amsgrad: bool) -> None:
+    """An update that writes ``v_sums`` needs one per parameter (the native ops give the same
+    message from csrc/swd/op_checks.h)."""
+    if update_writes_v_sums(exp_avg_sqs, amsgrad) and len(v_sums) != len(exp_avg_sqs):
+        raise RuntimeError(f"v_sums has {len(v_sums)} tensors but there are "
+                           f"{len(exp_avg_sqs)} parameters; pass one per parameter")
 
 
 def check_accum(accum: torch.Tensor, device: torch.device) -> None:
@@ -129,8 +152,8 @@ def _compose_adam_step(backend: str):
                   amsgrad, maximize, grad_scale, found_inf):
         reduce_op(grads, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums, accum, beta2,
                   amsgrad, grad_scale, found_inf)
-        update_op(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, accum,
-                  lr_tensor, lr, beta1, beta2, weight_decay, eps, decay_power, decay_eps,
+        update_op(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums,
+                  accum, lr_tensor, lr, beta1, beta2, weight_decay, eps, decay_power, decay_eps,
                   amsgrad, maximize, grad_scale, found_inf)
 
     return adam_step

@@ -47,6 +47,7 @@ STATE_KEYS = {"exp_avgs": "exp_avg", "exp_avg_sqs": "exp_avg_sq",
               "max_exp_avg_sqs": "max_exp_avg_sq", "beta1_prods": "beta1_prod",
               "momentum_buffers": "momentum_buffer"}
 REDUCING = "adam_reduce", "adam_step"  # the ops that add to accum and write v_sums
+# ... and with half-precision state (no amsgrad) the updates set v_sums to what they stored
 FAMILY_OF = {"adam_update": "adam", "adam_step": "adam", "adai_update": "adai",
              "sgd_update": "sgd"}
 
@@ -319,11 +320,6 @@ def _calls(backend: str | None, bucket: Bucket) -> Run:
     for call in range(case.calls):
         if call:
             bucket.tensors["grads"] = bucket.fresh_grads(bucket.tensors["params"])
-            if bucket.state_dtype in HALF and "v_sums" in bucket.tensors:
-                # as the optimizer does: half state drifts from its running sums (rounding
-                # every step), so the sums are read again from the stored exp_avg_sq
-                bucket.tensors["v_sums"] = [v.to(F64).sum()
-                                            for v in bucket.tensors["exp_avg_sqs"]]
         result = _one_call(backend, bucket)
     return result
 
@@ -351,9 +347,20 @@ def _one_call(backend: str | None, bucket: Bucket) -> Run:
     if backend is not None:
         for name in case.program:
             ops.get(backend, name)(**bucket.args(name))
+        if updates and stores_v_sums(bucket) and not skipped:
+            # what the backend stored, summed in float64 (its exp_avg_sqs are held to the
+            # oracle's on their own)
+            v_sums = [v.to(F64).sum().item() for v in t["exp_avg_sqs"]]
         if updates:
             bucket.follow_ties()
     return Run(backend, bucket, before, accum, v_sums)
+
+
+def stores_v_sums(bucket: Bucket) -> bool:
+    """Whether the bucket's update sets v_sums to the sums of the exp_avg_sq it stores
+    (swd_kernels/ops.py: half-precision state, no amsgrad)."""
+    return (bucket.case.family in ("adam", "adai") and bucket.state_dtype in HALF
+            and not bucket.case.amsgrad)
 
 
 def _reduction(bucket: Bucket, v_hat_sums: dict):

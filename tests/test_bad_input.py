@@ -255,6 +255,19 @@ def test_accum_must_hold_four_float64_numbers(backend, op, program, make_accum):
                                       r"term\] on cpu")
 
 
+@pytest.mark.parametrize("op", ["adam_update", "adai_update"])
+def test_half_state_update_needs_its_v_sums(backend, op):
+    """With bf16 state an update writes the running sums (swd_kernels/ops.py): without one
+    per parameter it refuses before writing anything."""
+    if unavailable_reason(backend, "cpu", torch.bfloat16, torch.bfloat16) is not None:
+        pytest.skip(f"{backend} takes no bf16 state")
+    bucket = op_cases.make(BucketCase(program=(op,), shapes=((5,), (4097,), (3, 4)),
+                                      param_dtype=torch.bfloat16), backend)
+    args = dict(bucket.args(op), v_sums=bucket.args(op)["v_sums"][:1])
+    assert_refused(backend, op, args,
+                   r"v_sums has 1 tensors but there are 3 parameters; pass one per parameter")
+
+
 _NATIVE = unavailable_reason("native", "cpu")
 
 

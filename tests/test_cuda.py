@@ -245,8 +245,11 @@ def test_fp32_matches_oracle(cuda_backend, kind, options, groups):
 @pytest.mark.parametrize("cuda_backend", CUDA_BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind, options", HALF_STATE_CASES)
-def test_half_matches_rounded_oracle(cuda_backend, kind, options, dtype):
-    run = CudaRun(kind, SEVERAL_GROUPS, cuda_backend, dtype=dtype, seed=11, **options)
+@pytest.mark.parametrize("groups", GROUPINGS)
+def test_half_matches_rounded_oracle(cuda_backend, kind, options, dtype, groups):
+    """Half-precision state (params' dtype), both paths: the oracle check also holds each
+    running sum to the sum of the stored exp_avg_sq, which the update ops set."""
+    run = CudaRun(kind, groups, cuda_backend, dtype=dtype, seed=11, **options)
     run.steps(STEPS).assert_matches_oracle()
 
 
@@ -325,7 +328,9 @@ def big_bucket_sizes() -> list[int]:
 @pytest.mark.parametrize("dtype, state_dtype", [
     pytest.param(torch.float32, None, id="fp32"),
     # 16-bit params with 32-bit state: packs of 8 elements, 16 bytes of param, 32 of state
-    pytest.param(torch.bfloat16, torch.float32, id="bf16-fp32_state")])
+    pytest.param(torch.bfloat16, torch.float32, id="bf16-fp32_state"),
+    # 16-bit state: the step also sums the stored v into the running sums (phase 5)
+    pytest.param(torch.bfloat16, None, id="bf16")])
 @pytest.mark.parametrize("amsgrad", [False, True], ids=["adams", "amsgrads"])
 def test_native_cooperative_step_runs_and_equals_its_fallback(amsgrad, dtype, state_dtype):
     """adam_step on CUDA is one cooperative launch: the profiler sees adam_step_kernel and none

@@ -18,6 +18,7 @@ import torch
 import op_cases
 import swd_kernels
 from op_cases import BucketCase
+from swd_kernels import ops
 from swd_kernels.backends import unavailable_reason
 
 _NATIVE = unavailable_reason("native", "cpu")
@@ -277,13 +278,54 @@ def test_same_call_twice_is_bitwise_identical(backend, program):
         op_cases.assert_bitwise_equal(name, tensors, second.bucket.tensors[name])
 
 
+# ------------------------------------------------------------------ half-precision state ---
+
+HALF_STATE = [pytest.param(BF16, None, id="bf16"), pytest.param(F16, None, id="fp16"),
+              pytest.param(F32, BF16, id="fp32-bf16state")]
+UPDATES_ALONE = [("adam_update",), ("adai_update",)]
+
+
+@pytest.mark.parametrize("param_dtype, state_dtype", HALF_STATE)
+@pytest.mark.parametrize("program", UPDATES_ALONE, ids="+".join)
+def test_half_state_update_sets_v_sums_to_what_it_stored(backend, program, param_dtype,
+                                                         state_dtype):
+    """With bf16/fp16 state the update sets each running sum to the float64 sum of the
+    exp_avg_sq it stored, rounding included, whatever the sum held before (here a value no
+    sum can have): rounded state drifts from the linear identity, so the next reduction must
+    start from what was stored. (With a reduction first, every adam/adai case of this file
+    checks the same through op_cases.)"""
+    case = BucketCase(program=program, param_dtype=param_dtype, state_dtype=state_dtype,
+                      seed=12)
+    reason = unavailable_reason(backend, "cpu", param_dtype, state_dtype or param_dtype)
+    if reason is not None:
+        pytest.skip(f"{backend}: {reason}")
+    bucket = op_cases.make(case, backend)
+    bucket.tensors["v_sums"] = [torch.tensor(-1.0, dtype=torch.float64)
+                                for _ in bucket.tensors["v_sums"]]
+    result = op_cases.run(backend, bucket)
+    assert result.v_sums is not None, "the harness expects the stored sums here"
+    op_cases.assert_matches_oracle(result)
+
+
+@pytest.mark.parametrize("program", [("adam_update",), ("adam_step",), ("adai_update",)],
+                         ids="+".join)
+def test_half_state_found_inf_leaves_v_sums(backend, program):
+    """A skipped step writes no running sum either (the update's sums of stored v included)."""
+    check(backend, BucketCase(program=program, found_inf=1.0, param_dtype=BF16, seed=13))
+
+
 # ------------------------------------------------------------------ native only -------------
 
 @native_only
-@pytest.mark.parametrize("amsgrad", [False, True])
-def test_reduction_independent_of_thread_count(amsgrad):
-    case = BucketCase(program=("adam_reduce",), shapes=((3 * 2 ** 17 + 5,), (4097,), (200, 300)),
-                      hyper=dict(amsgrad=amsgrad), seed=7)
+@pytest.mark.parametrize("program, amsgrad, state_dtype", [
+    pytest.param(("adam_reduce",), False, F32, id="reduce"),
+    pytest.param(("adam_reduce",), True, F32, id="reduce-amsgrad"),
+    pytest.param(("adam_update",), False, BF16, id="update-bf16state")])
+def test_sums_independent_of_thread_count(program, amsgrad, state_dtype):
+    """The reduction's sums, and the update's sums of stored bf16 v, are taken in chunks
+    whose order does not depend on the threads."""
+    case = BucketCase(program=program, shapes=((3 * 2 ** 17 + 5,), (4097,), (200, 300)),
+                      hyper=dict(amsgrad=amsgrad), state_dtype=state_dtype, seed=7)
     results = []
     threads = torch.get_num_threads()
     try:
@@ -330,3 +372,24 @@ def test_every_cpu_capability_matches_the_oracle(capability):
 def test_backend_is_registered_for_cpu():
     assert "native" in swd_kernels.available_backends("cpu")
     assert torch._C._dispatch_has_kernel_for_dispatch_key("swd_native::adam_step", "CPU")
+
+
+STORAGE_DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
+
+
+@native_only
+@pytest.mark.parametrize("state_dtype", STORAGE_DTYPES, ids=str)
+@pytest.mark.parametrize("param_dtype", STORAGE_DTYPES, ids=str)
+def test_dtype_table_is_what_the_kernels_take(param_dtype, state_dtype):
+    """The backend choice reads the native dtype table from the library itself
+    (csrc/swd/dtype_dispatch.h): a pair it calls available runs, and a pair it refuses is
+    refused by the kernels with the message that names the dtypes and the fix."""
+    available = unavailable_reason("native", "cpu", param_dtype, state_dtype) is None
+    bucket = op_cases.make(BucketCase(program=("adam_update",), shapes=((5,), (3, 4)),
+                                      param_dtype=param_dtype, state_dtype=state_dtype))
+    op = ops.get("native", "adam_update")
+    if available:
+        op(**bucket.args("adam_update"))
+    else:
+        with pytest.raises(RuntimeError, match=r"these kernels (take|keep).*backend='torch'"):
+            op(**bucket.args("adam_update"))

@@ -31,6 +31,7 @@ STACK_LIMITS = {
     "reduce_chunks_kernel": {"float": 0, "double": 0, "c10::BFloat16": 0, "c10::Half": 0},
     "update_kernel": {"float": 0, "double": 0, "c10::BFloat16": 8, "c10::Half": 8},
     "finalize_kernel": {None: 0},
+    "v_sums_kernel": {None: 0},
     "prepare_kernel": {None: 0},
 }
 # Where a family's param dtype sits among its template arguments.
@@ -48,7 +49,7 @@ RULES = ("swd::AdamRule<false>", "swd::AdamRule<true>", "swd::AdaiRule", "swd::S
 def expected_kernels() -> set[tuple[str, tuple[str, ...]]]:
     """(family, template arguments) of every kernel the csrc/cuda/*.cu files instantiate."""
     bools = ("false", "true")
-    kernels = {("finalize_kernel", ())}
+    kernels = {("finalize_kernel", ()), ("v_sums_kernel", ())}
     kernels |= {("prepare_kernel", (rule,)) for rule in RULES}
     kernels |= {("adam_step_kernel", (p, s, b)) for p, s in DTYPE_PAIRS for b in bools}
     kernels |= {("reduce_chunks_kernel", (p, s, "true")) for p, s in DTYPE_PAIRS}

@@ -103,9 +103,9 @@ def one_launch_step(args: dict) -> None:
         args["max_exp_avg_sqs"], args["state_steps"], args["v_sums"], args["accum"],
         args["grad_scale"], args["found_inf"], args["amsgrad"])
     update_args = triton_adam.adam_update_args(
-        args["params"], args["accum"], args["lr_tensor"], args["lr"], args["beta1"],
-        args["beta2"], args["weight_decay"], args["eps"], args["decay_power"],
-        args["decay_eps"], args["maximize"])
+        args["params"], args["exp_avg_sqs"], args["accum"], args["lr_tensor"], args["lr"],
+        args["beta1"], args["beta2"], args["weight_decay"], args["eps"], args["decay_power"],
+        args["decay_eps"], args["amsgrad"], args["maximize"])
     triton_adam.adam_step_one_launch(launch, update_args, programs=1)
 
 

@@ -50,16 +50,18 @@ def variants() -> dict[str, tuple[str, str, dict]]:
     found = {}
     for d, (dtype_name, (p, g, s)) in enumerate(DTYPE_SETS.items()):
         dtypes = dict(P_DTYPE=p, G_DTYPE=g, S_DTYPE=s)
+        half_state = s in ("bfloat16", "float16")  # the updates then sum what they store
         for a, amsgrad in enumerate((False, True)):
-            flags = dict(optional_flags((d + a) % 2 == 0), **dtypes, AMSGRAD=amsgrad)
+            flags = dict(optional_flags((d + a) % 2 == 0), **dtypes, AMSGRAD=amsgrad,
+                         SUM_V=half_state and not amsgrad)
             name = f"{dtype_name}-{'amsgrad' if amsgrad else 'adam'}-{_flags_id(flags)}"
             reduce_flags = {k: v for k, v in flags.items()
-                            if k not in ("HAS_LR_TENSOR", "MAXIMIZE", "P_DTYPE")}
+                            if k not in ("HAS_LR_TENSOR", "MAXIMIZE", "P_DTYPE", "SUM_V")}
             found[f"adam_reduce-{name}"] = ("adam", "adam_reduce_kernel", reduce_flags)
             found[f"adam_update-{name}"] = ("adam", "adam_update_kernel", flags)
             found[f"adam_step_one_launch-{name}"] = ("adam", "adam_step_one_launch_kernel",
                                                      flags)
-        flags = dict(optional_flags(d % 2 == 0), **dtypes)
+        flags = dict(optional_flags(d % 2 == 0), **dtypes, SUM_V=half_state)
         found[f"adai_update-{dtype_name}-{_flags_id(flags)}"] = ("adai", "adai_update_kernel",
                                                                   flags)
         for m, (mode, mode_flags) in enumerate(SGD_MODES.items()):

@@ -183,8 +183,9 @@ def one_launch_step(arguments):
         a["state_steps"], a["v_sums"], a["accum"], a["grad_scale"], a["found_inf"],
         a["amsgrad"])
     update_args = adam.adam_update_args(
-        a["params"], a["accum"], a["lr_tensor"], a["lr"], a["beta1"], a["beta2"],
-        a["weight_decay"], a["eps"], a["decay_power"], a["decay_eps"], a["maximize"])
+        a["params"], a["exp_avg_sqs"], a["accum"], a["lr_tensor"], a["lr"], a["beta1"],
+        a["beta2"], a["weight_decay"], a["eps"], a["decay_power"], a["decay_eps"],
+        a["amsgrad"], a["maximize"])
     adam.adam_step_one_launch(launch, update_args, programs=1)
 
 

@@ -43,6 +43,9 @@ struct UpdateCall {
   const UpdateTensor<Rule>* tensors;
   int64_t count;
   GradOptions grad;
+  // null, or per tensor: the sum of the rule's summed state as stored (16-bit state only,
+  // swd/rules.h kSumsStoredState). Deterministic for any thread count.
+  double* stored_sums;
 };
 
 template <typename Rule>

@@ -88,6 +88,18 @@ struct ScalarStep {  // the tail of a chunk
   static void store(T* p, const float (&in)[kValues]) { *p = static_cast<T>(in[0]); }
 };
 
+// Every lane of `sum` added to `total` (double), lane by lane.
+inline void add_lanes(const Vec& sum, double& total) {
+  float lanes[Vec::size()];
+  sum.store(lanes);
+  for (float lane : lanes) total += lane;
+}
+
+// Sums of many fp32 terms are taken in fp32 over blocks of this many elements, each block's
+// total added to a double (tests/tolerance.py bounds the error from it).
+constexpr int64_t kSumBlock = 1024;
+static_assert(kSumBlock % kStep == 0, "sum blocks hold whole vector steps");
+
 // ---------------------------------------------------------------- work split -------------
 
 struct Chunk {
@@ -96,12 +108,12 @@ struct Chunk {
 
 // The chunks of a list and the thread shares over them: one contiguous run of chunks per
 // thread, of about equal element count.
-struct WorkPlan {
+struct ChunkLayout {
   std::vector<Chunk> chunks;
   std::vector<int64_t> share_begin;  // share s covers chunks [share_begin[s], share_begin[s+1])
 
   template <typename TensorT>
-  WorkPlan(const TensorT* tensors, int64_t count) {
+  ChunkLayout(const TensorT* tensors, int64_t count) {
     int64_t total = 0;
     for (int64_t i = 0; i < count; ++i) {
       for (int64_t b = 0; b < tensors[i].numel; b += kChunk) {
@@ -153,18 +165,12 @@ struct ChunkSums {
 // Float vector accumulators over blocks of kBlock elements, each block added to a double.
 template <typename P, typename S, bool kAmsgrad>
 ChunkSums reduce_chunk(const ReduceCall& a, const ReduceTensor& t, int64_t begin, int64_t end) {
-  constexpr int64_t kBlock = 1024;
-  static_assert(kBlock % kStep == 0, "blocks hold whole vector steps");
+  constexpr int64_t kBlock = kSumBlock;
   const P* g = static_cast<const P*>(t.grad);
   const S* v = static_cast<const S*>(t.exp_avg_sq);
   const S* vmax = static_cast<const S*>(t.max_exp_avg_sq);
   const GradOptions unscale{a.grad.scaled, a.grad.grad_scale, false};
   const SecondMoment coefficients = a.second_moment;
-  auto add_lanes = [](const Vec& sum, double& total) {
-    float lanes[Vec::size()];
-    sum.store(lanes);
-    for (float lane : lanes) total += lane;
-  };
   ChunkSums total;
   int64_t i = begin;
   if constexpr (!kAmsgrad) {
@@ -223,12 +229,12 @@ ChunkSums reduce_chunk(const ReduceCall& a, const ReduceTensor& t, int64_t begin
 }
 
 void adam_reduce(const ReduceCall& a, double* grad_sq_sums, double* vmax_sums) {
-  WorkPlan plan(a.tensors, a.count);
-  std::vector<ChunkSums> partials(plan.chunks.size());
+  ChunkLayout layout(a.tensors, a.count);
+  std::vector<ChunkSums> partials(layout.chunks.size());
   CpuDtypePairs::dispatch(a.param_dtype, a.state_dtype, [&](auto p, auto s) {
     using P = typename decltype(p)::type;
     using S = typename decltype(s)::type;
-    plan.run([&](int64_t c, const Chunk& chunk) {
+    layout.run([&](int64_t c, const Chunk& chunk) {
       const ReduceTensor& t = a.tensors[chunk.tensor];
       partials[c] = a.amsgrad ? reduce_chunk<P, S, true>(a, t, chunk.begin, chunk.end)
                               : reduce_chunk<P, S, false>(a, t, chunk.begin, chunk.end);
@@ -236,9 +242,9 @@ void adam_reduce(const ReduceCall& a, double* grad_sq_sums, double* vmax_sums) {
   });
   std::fill(grad_sq_sums, grad_sq_sums + a.count, 0.0);
   if (a.amsgrad) std::fill(vmax_sums, vmax_sums + a.count, 0.0);
-  for (size_t c = 0; c < plan.chunks.size(); ++c) {
-    grad_sq_sums[plan.chunks[c].tensor] += partials[c].grad_sq;
-    if (a.amsgrad) vmax_sums[plan.chunks[c].tensor] += partials[c].vmax;
+  for (size_t c = 0; c < layout.chunks.size(); ++c) {
+    grad_sq_sums[layout.chunks[c].tensor] += partials[c].grad_sq;
+    if (a.amsgrad) vmax_sums[layout.chunks[c].tensor] += partials[c].vmax;
   }
 }
 
@@ -269,12 +275,16 @@ inline __attribute__((always_inline)) void update_step(
 }
 
 // Elements [begin, end) of one tensor: vector steps, then the tail one element at a time.
-// Kept out of line: WorkPlan::run calls it from two places (one thread, or the pool), and
+// Returns the sum of the rule's summed state as stored, where the rule and S keep one
+// (swd/rules.h kSumsStoredState; else 0): read back after the store, so it is the rounded
+// value the next step reads, summed in fp32 over blocks of kSumBlock elements.
+// Kept out of line: ChunkLayout::run calls it from two places (one thread, or the pool), and
 // inlined there every rule's loops would be compiled twice.
 template <typename Rule, typename P, typename S>
-__attribute__((noinline)) void update_chunk(const UpdateTensor<Rule>& t,
-                                            const GradOptions grad, int64_t begin,
-                                            int64_t end) {
+__attribute__((noinline)) double update_chunk(const UpdateTensor<Rule>& t,
+                                              const GradOptions grad, int64_t begin,
+                                              int64_t end) {
+  constexpr bool kSums = kSumsStoredState<Rule, S>;
   // Local copies: the float stores through the tensors' pointers may alias the table's float
   // scalars, so read through `t` they are reloaded after every store (the AVX-512 AdamS loop
   // then broadcast 7 scalars from memory every vector step).
@@ -283,23 +293,48 @@ __attribute__((noinline)) void update_chunk(const UpdateTensor<Rule>& t,
   const P* const g = static_cast<const P*>(t.grad);
   S* states[kStateSlots<Rule>];
   for (int k = 0; k < kStateSlots<Rule>; ++k) states[k] = static_cast<S*>(t.states[k]);
+  const S* const summed = kSums ? states[kSums ? Rule::kSummedState : 0] : nullptr;
+  double stored_sum = 0.0;
   int64_t i = begin;
-  for (; i + VectorStep::kElements <= end; i += VectorStep::kElements) {
-    update_step<VectorStep, Rule>(p, g, states, scalars, grad, i);
+  while (i + VectorStep::kElements <= end) {
+    const int64_t block_end = std::min(end, i + kSumBlock);
+    Vec block_sum(0.0f);
+    for (; i + VectorStep::kElements <= block_end; i += VectorStep::kElements) {
+      update_step<VectorStep, Rule>(p, g, states, scalars, grad, i);
+      if constexpr (kSums) {
+        Vec lo, hi;
+        Io<S>::load(summed + i, lo, hi);
+        block_sum = block_sum + lo;
+        block_sum = block_sum + hi;
+      }
+    }
+    if constexpr (kSums) add_lanes(block_sum, stored_sum);
   }
-  for (; i < end; ++i) update_step<ScalarStep, Rule>(p, g, states, scalars, grad, i);
+  for (; i < end; ++i) {
+    update_step<ScalarStep, Rule>(p, g, states, scalars, grad, i);
+    if constexpr (kSums) stored_sum += static_cast<float>(summed[i]);
+  }
+  return stored_sum;
 }
 
 template <typename Rule>
 void update(const UpdateCall<Rule>& call) {
-  WorkPlan plan(call.tensors, call.count);
+  ChunkLayout layout(call.tensors, call.count);
+  std::vector<double> partials(call.stored_sums != nullptr ? layout.chunks.size() : 0);
   CpuDtypePairs::dispatch(call.param_dtype, call.state_dtype, [&](auto p, auto s) {
     using P = typename decltype(p)::type;
     using S = typename decltype(s)::type;
-    plan.run([&](int64_t, const Chunk& c) {
-      update_chunk<Rule, P, S>(call.tensors[c.tensor], call.grad, c.begin, c.end);
+    layout.run([&](int64_t index, const Chunk& c) {
+      const double stored = update_chunk<Rule, P, S>(call.tensors[c.tensor], call.grad,
+                                                     c.begin, c.end);
+      if (!partials.empty()) partials[index] = stored;
     });
   });
+  if (call.stored_sums == nullptr) return;
+  std::fill(call.stored_sums, call.stored_sums + call.count, 0.0);
+  for (size_t c = 0; c < layout.chunks.size(); ++c) {
+    call.stored_sums[layout.chunks[c].tensor] += partials[c];
+  }
 }
 
 // This build's update kernel of every rule in kernels.h's table.

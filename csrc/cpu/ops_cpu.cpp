@@ -103,11 +103,14 @@ void reduce_bucket(const AdamReduceArgs& a, const Bucket& b) {
 }
 
 // Pass 2 of a checked bucket with `Rule`: each tensor's scalars from its step count, the
-// kernel, the step counts advanced. `states` are the rule's state lists, in its order.
+// kernel, the step counts advanced; with 16-bit state, v_sums set to the sums of the stored
+// state (swd/op_checks.h update_writes_v_sums). `states` are the rule's state lists, in its
+// order.
 template <typename Rule>
 void update_bucket(const Bucket& b, at::TensorList params, at::TensorList grads,
                    std::initializer_list<at::TensorList> states, at::TensorList state_steps,
-                   const typename Rule::Hyper& hyper, const HostInputs& in, double v_bar) {
+                   at::TensorList v_sums, const typename Rule::Hyper& hyper,
+                   const HostInputs& in, double v_bar) {
   TORCH_INTERNAL_ASSERT(states.size() == static_cast<size_t>(Rule::kStates));
   if (in.skip) return;
   std::vector<float> steps = read_steps(state_steps);
@@ -123,9 +126,16 @@ void update_bucket(const Bucket& b, at::TensorList params, at::TensorList grads,
     t.scalars = Rule::scalars(hyper, in.lr, v_bar, steps[i]);
     steps[i] += 1.0f;
   }
+  // (a rule without a summed state is AMSGradS's or SGDS's)
+  const bool sums = Rule::kSummedState >= 0 && update_writes_v_sums(b.state_dtype, false);
+  std::vector<double> stored_sums(sums ? tensors.size() : 0);
   best_kernels().update.run(UpdateCall<Rule>{b.param_dtype, b.state_dtype, tensors.data(),
-                                             static_cast<int64_t>(tensors.size()), in.grad});
+                                             static_cast<int64_t>(tensors.size()), in.grad,
+                                             sums ? stored_sums.data() : nullptr});
   write_steps(state_steps, steps);
+  for (size_t i = 0; i < stored_sums.size(); ++i) {
+    *v_sums[i].mutable_data_ptr<double>() = stored_sums[i];
+  }
 }
 
 void adam_update_bucket(const AdamUpdateArgs& a, const Bucket& b) {
@@ -135,10 +145,10 @@ void adam_update_bucket(const AdamUpdateArgs& a, const Bucket& b) {
   if (a.amsgrad) {
     update_bucket<AdamRule<true>>(b, a.params, a.grads,
                                   {a.exp_avgs, a.exp_avg_sqs, a.max_exp_avg_sqs},
-                                  a.state_steps, hyper, in, v_bar);
+                                  a.state_steps, a.v_sums, hyper, in, v_bar);
   } else {
     update_bucket<AdamRule<false>>(b, a.params, a.grads, {a.exp_avgs, a.exp_avg_sqs},
-                                   a.state_steps, hyper, in, v_bar);
+                                   a.state_steps, a.v_sums, hyper, in, v_bar);
   }
 }
 
@@ -168,8 +178,8 @@ void adai_update(const AdaiUpdateArgs& a) {
   const Bucket b = check(a, "swd_native::adai_update (CPU)");
   const HostInputs in = read_inputs(a.lr_tensor, a.lr, a.grad_scale, a.found_inf, a.maximize);
   update_bucket<AdaiRule>(b, a.params, a.grads, {a.exp_avgs, a.exp_avg_sqs, a.beta1_prods},
-                          a.state_steps, {a.beta0, a.beta2, a.weight_decay, a.eps}, in,
-                          read_global_mean(a.accum));
+                          a.state_steps, a.v_sums, {a.beta0, a.beta2, a.weight_decay, a.eps},
+                          in, read_global_mean(a.accum));
 }
 
 void sgd_update(const SgdUpdateArgs& a) {
@@ -179,9 +189,9 @@ void sgd_update(const SgdUpdateArgs& a) {
   const SgdHyper hyper{a.momentum, a.dampening, a.weight_decay, a.nesterov};
   if (a.momentum != 0.0) {
     update_bucket<SgdRule<true>>(b, a.params, a.grads, {a.momentum_buffers}, a.state_steps,
-                                 hyper, in, 0.0);
+                                 {}, hyper, in, 0.0);
   } else {
-    update_bucket<SgdRule<false>>(b, a.params, a.grads, {}, a.state_steps, hyper, in, 0.0);
+    update_bucket<SgdRule<false>>(b, a.params, a.grads, {}, a.state_steps, {}, hyper, in, 0.0);
   }
 }
 

@@ -43,17 +43,17 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
 }
 
 template <typename P, typename S, bool kAmsgrad>
-void launch_reduce(const BucketPlan& plan, const ReduceInputs& in, const ReduceWorkspace& w) {
+void launch_reduce(const ChunkLayout& layout, const ReduceInputs& in, const ReduceWorkspace& w) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  for (size_t k = 0; k < plan.tables.size(); ++k) {
-    const TensorTable& table = plan.tables[k];
-    const int32_t chunks = BucketPlan::table_chunks(table);
+  for (size_t k = 0; k < layout.tables.size(); ++k) {
+    const TensorTable& table = layout.tables[k];
+    const int32_t chunks = ChunkLayout::table_chunks(table);
     if (chunks > 0) {
       reduce_chunks_kernel<P, S, kAmsgrad><<<chunks, kThreads, 0, stream>>>(table, in, w);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    const bool last = k + 1 == plan.tables.size();
-    finalize_kernel<<<1, kThreads, 0, stream>>>(table, in, w, last ? plan.tensors : 0);
+    const bool last = k + 1 == layout.tables.size();
+    finalize_kernel<<<1, kThreads, 0, stream>>>(table, in, w, last ? layout.tensors : 0);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
@@ -70,21 +70,21 @@ void adam_reduce(const AdamReduceArgs& a) {
     lists.push_back(a.exp_avg_sqs);
     lists.push_back(a.max_exp_avg_sqs);
   }
-  const BucketPlan plan =
-      plan_bucket(lists, a.state_steps, a.amsgrad ? at::TensorList() : a.v_sums);
+  const ChunkLayout layout =
+      chunk_layout(lists, a.state_steps, a.amsgrad ? at::TensorList() : a.v_sums);
   const at::Tensor workspace =
-      at::empty({reduce_workspace_doubles(plan, a.amsgrad)}, a.accum.options());
-  const ReduceWorkspace w = reduce_workspace(plan, a.amsgrad, workspace.data_ptr<double>());
-  const ReduceInputs in{call.scalars.amp(), a.accum.data_ptr<double>(), a.beta2, plan.elements,
+      at::empty({reduce_workspace_doubles(layout, a.amsgrad)}, a.accum.options());
+  const ReduceWorkspace w = reduce_workspace(layout, a.amsgrad, workspace.data_ptr<double>());
+  const ReduceInputs in{call.scalars.amp(), a.accum.data_ptr<double>(), a.beta2, layout.elements,
                         a.amsgrad};
   const Bucket& bucket = call.bucket;
   CudaDtypePairs::dispatch(bucket.param_dtype, bucket.state_dtype, [&](auto p, auto s) {
     using P = typename decltype(p)::type;
     using S = typename decltype(s)::type;
     if (a.amsgrad) {
-      launch_reduce<P, S, true>(plan, in, w);
+      launch_reduce<P, S, true>(layout, in, w);
     } else {
-      launch_reduce<P, P, false>(plan, in, w);  // reads no state
+      launch_reduce<P, P, false>(layout, in, w);  // reads no state
     }
   });
 }

@@ -9,6 +9,9 @@
 //   -- grid sync --
 //   4. block 0 stores accum (every block has read it); the element-wise update
 //                                                      (update_chunk)
+//   with 16-bit state (AdamS), also per chunk the sum of the stored exp_avg_sq
+//   -- grid sync --
+//   5. per-tensor v_sums from those sums, a warp per tensor (finalize_v_sum)
 // The pieces are those of adam_reduce + adam_update, so on one device and build both paths
 // give the same bits.
 //
@@ -87,10 +90,19 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
   grid.sync();
 
   if (blockIdx.x == 0 && threadIdx.x == 0) store_accum(in.accum, new_accum);
-  if (skipped) return;  // uniform over the grid: no sync follows
+  if (skipped) return;  // uniform over the grid
+  constexpr bool kSums = swd::kSumsStoredState<AdamRule<kAmsgrad>, S>;
   for (int32_t c = blockIdx.x; c < chunks; c += gridDim.x) {
-    update_chunk<AdamRule<kAmsgrad>, P, S>(t, c, w.scalars,
-                                           grad_options(in.amp.grad_scale, maximize));
+    const float stored = update_chunk<AdamRule<kAmsgrad>, P, S>(
+        t, c, w.scalars, grad_options(in.amp.grad_scale, maximize));
+    // the reduction's partials were last read in phase 2: free to hold these sums
+    if constexpr (kSums) store_chunk_v_sum(w.reduce.partials, c, stored);
+  }
+  if constexpr (kSums) {
+    grid.sync();
+    for (int i = blockIdx.x * kWarps + (threadIdx.x >> 5); i < t.count; i += warps) {
+      finalize_v_sum(t, i, w.reduce.partials);
+    }
   }
 }
 
@@ -141,15 +153,15 @@ bool cooperative_switched_off() {
 // Launches the cooperative step on the current device (`device`); false when the device
 // cannot run it co-resident.
 template <typename P, typename S, bool kAmsgrad>
-bool launch_cooperative_step(int device, const BucketPlan& plan, const ReduceInputs& in,
+bool launch_cooperative_step(int device, const ChunkLayout& layout, const ReduceInputs& in,
                              const AdamHyper& hyper, const StepInputs& step_in, bool maximize,
                              const StepWorkspace& workspace) {
   const int blocks_per_sm = resident_blocks_per_sm<P, S, kAmsgrad>(device);
   if (blocks_per_sm < 1) return false;
   const int grid = std::max(
-      1, std::min(blocks_per_sm * device_info(device).sms, static_cast<int>(plan.chunks)));
+      1, std::min(blocks_per_sm * device_info(device).sms, static_cast<int>(layout.chunks)));
   // cudaLaunchCooperativeKernel takes pointers to (non-const copies of) the arguments
-  TensorTable table = plan.tables[0];
+  TensorTable table = layout.tables[0];
   ReduceInputs reduce_in = in;
   AdamHyper h = hyper;
   StepInputs s = step_in;
@@ -186,18 +198,18 @@ void adam_step(const AdamStepArgs& args) {
   }
   std::vector<at::TensorList> lists = {a.params, a.grads, a.exp_avgs, a.exp_avg_sqs};
   if (a.amsgrad) lists.push_back(a.max_exp_avg_sqs);
-  const BucketPlan plan =
-      plan_bucket(lists, a.state_steps, a.amsgrad ? at::TensorList() : args.v_sums);
+  const ChunkLayout layout =
+      chunk_layout(lists, a.state_steps, a.amsgrad ? at::TensorList() : a.v_sums);
   // float64 elements: the reduction's partials and shares, then the per-tensor scalars
-  const int64_t reduce_doubles = reduce_workspace_doubles(plan, a.amsgrad);
+  const int64_t reduce_doubles = reduce_workspace_doubles(layout, a.amsgrad);
   const int64_t scalar_doubles =
-      (plan.tensors * static_cast<int64_t>(sizeof(swd::AdamScalars)) + 7) / 8;
+      (layout.tensors * static_cast<int64_t>(sizeof(swd::AdamScalars)) + 7) / 8;
   const at::Tensor workspace =
       at::empty({reduce_doubles + scalar_doubles}, a.accum.options());
   double* base = workspace.data_ptr<double>();
-  const StepWorkspace w{reduce_workspace(plan, a.amsgrad, base),
+  const StepWorkspace w{reduce_workspace(layout, a.amsgrad, base),
                         reinterpret_cast<swd::AdamScalars*>(base + reduce_doubles)};
-  const ReduceInputs in{call.scalars.amp(), a.accum.data_ptr<double>(), a.beta2, plan.elements,
+  const ReduceInputs in{call.scalars.amp(), a.accum.data_ptr<double>(), a.beta2, layout.elements,
                         a.amsgrad};
   const StepInputs step_in = call.scalars.step(a.lr, a.accum.const_data_ptr<double>());
   const AdamHyper hyper{a.beta1, a.beta2, a.weight_decay, a.eps, a.decay_power, a.decay_eps};
@@ -206,9 +218,9 @@ void adam_step(const AdamStepArgs& args) {
   CudaDtypePairs::dispatch(bucket.param_dtype, bucket.state_dtype, [&](auto p, auto s) {
     using P = typename decltype(p)::type;
     using S = typename decltype(s)::type;
-    launched = a.amsgrad ? launch_cooperative_step<P, S, true>(device, plan, in, hyper,
+    launched = a.amsgrad ? launch_cooperative_step<P, S, true>(device, layout, in, hyper,
                                                                step_in, a.maximize, w)
-                         : launch_cooperative_step<P, S, false>(device, plan, in, hyper,
+                         : launch_cooperative_step<P, S, false>(device, layout, in, hyper,
                                                                 step_in, a.maximize, w);
   });
   if (!launched) two_ops();

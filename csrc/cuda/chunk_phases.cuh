@@ -6,7 +6,11 @@
 //   sum_shares       the fixed-order sum of every tensor's shares (no float atomics)
 //   accum_after      accum with a call's totals added
 //   prepare_tensor   one tensor's update scalars (swd/rules.h), and its step advanced
-//   update_chunk     one chunk of the element-wise update, for any rule of swd/rules.h
+//   update_chunk     one chunk of the element-wise update, for any rule of swd/rules.h;
+//                    with 16-bit state, also the sum of the exp_avg_sq it stored
+//   store_chunk_v_sum / finalize_v_sum
+//                    those sums per chunk -> each tensor's v_sum (swd/rules.h
+//                    kSumsStoredState)
 // Every sum has a fixed shape: per-thread sums over a fixed index pattern, then a fixed tree,
 // and nothing is contracted into FMA (setup.py: -fmad=false), so on one device and build two
 // runs (and the two paths) give bitwise equal results. The CPU builds sum in another order
@@ -157,14 +161,14 @@ struct ReduceWorkspace {
 
 // The float64 elements a reduction's workspace takes: partials per chunk (twice for
 // AMSGradS), then the shares of every tensor.
-inline int64_t reduce_workspace_doubles(const BucketPlan& plan, bool amsgrad) {
+inline int64_t reduce_workspace_doubles(const ChunkLayout& layout, bool amsgrad) {
   constexpr int64_t kShareDoubles = sizeof(TensorShares) / sizeof(double);
-  return (amsgrad ? 2 : 1) * static_cast<int64_t>(plan.chunks) + kShareDoubles * plan.tensors;
+  return (amsgrad ? 2 : 1) * static_cast<int64_t>(layout.chunks) + kShareDoubles * layout.tensors;
 }
 
-// The workspace of a reduction of `plan` in the reduce_workspace_doubles() at `base`.
-inline ReduceWorkspace reduce_workspace(const BucketPlan& plan, bool amsgrad, double* base) {
-  const int64_t chunks = plan.chunks;
+// The workspace of a reduction of `layout` in the reduce_workspace_doubles() at `base`.
+inline ReduceWorkspace reduce_workspace(const ChunkLayout& layout, bool amsgrad, double* base) {
+  const int64_t chunks = layout.chunks;
   return {base, amsgrad ? base + chunks : base,
           reinterpret_cast<TensorShares*>(base + (amsgrad ? 2 : 1) * chunks)};
 }
@@ -304,21 +308,26 @@ __device__ __forceinline__ void store_chunk_sums(const ReduceWorkspace& w, int32
   }
 }
 
+// One warp: the sum of tensor i's chunk values partials[first_chunk[i] .. first_chunk[i+1]),
+// in lane 0 (lane-strided sums, then warp_sum: a fixed order).
+__device__ __forceinline__ double tensor_sum(const TensorTable& t, int i,
+                                             const double* partials) {
+  double s = 0.0;
+  for (int32_t c = t.first_chunk[i] + (threadIdx.x & 31); c < t.first_chunk[i + 1]; c += 32) {
+    s += partials[c];
+  }
+  return warp_sum(s);
+}
+
 // One warp: tensor i's chunk sums -> its sum S of v (non-amsgrad: swd::updated_v_sum, written
 // back unless the step is skipped; AMSGradS: the sum of vmax) and its sum of g^2 -> its
 // shares, into w.shares[bucket index].
 __device__ __forceinline__ void finalize_tensor(const TensorTable& t, int i,
                                                 const ReduceWorkspace& w, double beta2,
                                                 bool amsgrad, bool skipped) {
-  const int lane = threadIdx.x & 31;
-  double s = 0.0, g2 = 0.0;
-  for (int32_t c = t.first_chunk[i] + lane; c < t.first_chunk[i + 1]; c += 32) {
-    s += w.partials[c];
-    if (amsgrad) g2 += w.grad_sq_partials[c];
-  }
-  s = warp_sum(s);
-  if (amsgrad) g2 = warp_sum(g2);
-  if (lane != 0) return;
+  const double s = tensor_sum(t, i, w.partials);
+  const double g2 = amsgrad ? tensor_sum(t, i, w.grad_sq_partials) : 0.0;
+  if ((threadIdx.x & 31) != 0) return;
   const float step = *t.steps[i];
   TensorShares shares;
   if (amsgrad) {
@@ -403,13 +412,17 @@ struct ElementPointers {
 
 // W consecutive elements of param, grad and the rule's states, loaded as packs of W, updated
 // by the rule one element at a time, stored. Values stay in storage form until their element
-// is updated: for 16-bit storage this halves the registers the loaded packs hold.
+// is updated: for 16-bit storage this halves the registers the loaded packs hold. Returns the
+// sum of the summed state's stored values where the rule and S keep one (else 0).
 template <typename Rule, int W, typename P, typename S>
-__device__ __forceinline__ void update_elements(const ElementPointers<Rule, P, S>& at,
-                                                const typename Rule::Scalars& c,
-                                                const swd::GradOptions& grad) {
+__device__ __forceinline__ float update_elements(const ElementPointers<Rule, P, S>& at,
+                                                 const typename Rule::Scalars& c,
+                                                 const swd::GradOptions& grad) {
   constexpr int K = Rule::kStates;
   constexpr int kSlots = swd::kStateSlots<Rule>;
+  constexpr bool kSums = swd::kSumsStoredState<Rule, S>;
+  constexpr int kSummed = kSums ? Rule::kSummedState : 0;
+  float stored = 0.0f;
   Pack<P, W> pp = load_pack<W>(at.param);
   const Pack<P, W> gp = load_pack<W>(at.grad);
   Pack<S, W> sp[kSlots];
@@ -425,10 +438,12 @@ __device__ __forceinline__ void update_elements(const ElementPointers<Rule, P, S
     pp.v[j] = static_cast<P>(pj);
 #pragma unroll
     for (int k = 0; k < K; ++k) sp[k].v[j] = static_cast<S>(s[k]);
+    if constexpr (kSums) stored += static_cast<float>(sp[kSummed].v[j]);
   }
   store_pack<W>(at.param, pp);
 #pragma unroll
   for (int k = 0; k < K; ++k) store_pack<W>(at.states[k], sp[k]);
+  return stored;
 }
 
 // One chunk of the update: table lists are param, grad, then the rule's states. The elements
@@ -439,11 +454,11 @@ __device__ __forceinline__ void update_elements(const ElementPointers<Rule, P, S
 // the indexed addresses live together (20 registers for AMSGradS's 5 lists) and spilled. One
 // pack per thread at a time (no unrolling): more in flight spilled the half-precision
 // kernels, and 512 threads x 2 blocks per SM of 16-byte loads already cover the memory
-// latency.
+// latency. Returns this thread's sum of the summed state as stored (update_elements).
 template <typename Rule, typename P, typename S>
-__device__ void update_chunk(const TensorTable& t, int32_t chunk,
-                             const typename Rule::Scalars* scalars,
-                             const swd::GradOptions& grad) {
+__device__ float update_chunk(const TensorTable& t, int32_t chunk,
+                              const typename Rule::Scalars* scalars,
+                              const swd::GradOptions& grad) {
   constexpr int N = update_width<P, S>();
   constexpr int K = Rule::kStates;
   const ChunkRange r = locate(t, chunk);
@@ -456,16 +471,35 @@ __device__ void update_chunk(const TensorTable& t, int32_t chunk,
     chunk_start.states[k] = static_cast<S*>(t.lists[2 + k][r.tensor]) + r.start;
   }
   const int packed = t.vectorized[r.tensor] != 0 ? r.size / N * N : 0;
+  float stored = 0.0f;
 #pragma unroll 1
   for (int pos = packed + threadIdx.x; pos < r.size; pos += kThreads) {
-    update_elements<Rule, 1>(chunk_start.at(pos), c, grad);
+    stored += update_elements<Rule, 1>(chunk_start.at(pos), c, grad);
   }
   ElementPointers<Rule, P, S> at = chunk_start.at(threadIdx.x * N);
 #pragma unroll 1
   for (int pos = threadIdx.x * N; pos < packed; pos += kThreads * N) {
-    update_elements<Rule, N>(at, c, grad);
+    stored += update_elements<Rule, N>(at, c, grad);
     at = at.at(kThreads * N);
   }
+  return stored;
+}
+
+// One chunk's sum of the stored state (every thread's update_chunk result) into
+// partials[chunk], by thread 0. All threads must call it.
+__device__ __forceinline__ void store_chunk_v_sum(double* partials, int32_t chunk,
+                                                  float thread_sum) {
+  double x[1] = {thread_sum};
+  block_sum(x);
+  if (threadIdx.x == 0) partials[chunk] = x[0];
+}
+
+// One warp: tensor i's chunk sums of the stored state -> *v_sums[i] (run only when the
+// update was not skipped).
+__device__ __forceinline__ void finalize_v_sum(const TensorTable& t, int i,
+                                               const double* partials) {
+  const double s = tensor_sum(t, i, partials);
+  if ((threadIdx.x & 31) == 0) *t.v_sums[i] = s;
 }
 
 }  // namespace swd::cuda

@@ -13,7 +13,7 @@ void sgd_update(const SgdUpdateArgs& a) {
   const bool with_momentum = a.momentum != 0.0;
   std::vector<at::TensorList> lists = {a.params, a.grads};
   if (with_momentum) lists.push_back(a.momentum_buffers);
-  const BucketPlan plan = plan_bucket(lists, a.state_steps, {});
+  const ChunkLayout layout = chunk_layout(lists, a.state_steps, {});
   const StepInputs inputs = call.scalars.step(a.lr, nullptr);
   const SgdHyper hyper{a.momentum, a.dampening, a.weight_decay, a.nesterov};
   const Bucket& bucket = call.bucket;
@@ -21,10 +21,10 @@ void sgd_update(const SgdUpdateArgs& a) {
     using P = typename decltype(p)::type;
     using S = typename decltype(s)::type;
     if (with_momentum) {
-      launch_update<SgdRule<true>, P, S>(plan, hyper, inputs, call.scalars.amp(), a.maximize,
+      launch_update<SgdRule<true>, P, S>(layout, hyper, inputs, call.scalars.amp(), a.maximize,
                                          a.params[0].options());
     } else {
-      launch_update<SgdRule<false>, P, P>(plan, hyper, inputs, call.scalars.amp(), a.maximize,
+      launch_update<SgdRule<false>, P, P>(layout, hyper, inputs, call.scalars.amp(), a.maximize,
                                           a.params[0].options());
     }
   });

@@ -7,21 +7,21 @@
 
 namespace swd::cuda {
 
-BucketPlan plan_bucket(const std::vector<at::TensorList>& lists, at::TensorList steps,
+ChunkLayout chunk_layout(const std::vector<at::TensorList>& lists, at::TensorList steps,
                        at::TensorList v_sums) {
   TORCH_INTERNAL_ASSERT(!lists.empty() && lists.size() <= kMaxLists);
-  BucketPlan plan;
-  plan.tensors = static_cast<int64_t>(steps.size());
+  ChunkLayout layout;
+  layout.tensors = static_cast<int64_t>(steps.size());
   int64_t chunk = 0;
-  for (int64_t i = 0; i < plan.tensors; ++i) {
+  for (int64_t i = 0; i < layout.tensors; ++i) {
     if (i % kTableCapacity == 0) {
-      plan.tables.emplace_back();
-      TensorTable& fresh = plan.tables.back();
+      layout.tables.emplace_back();
+      TensorTable& fresh = layout.tables.back();
       std::memset(&fresh, 0, sizeof(fresh));
       fresh.first_tensor = static_cast<int32_t>(i);
       fresh.first_chunk[0] = static_cast<int32_t>(chunk);
     }
-    TensorTable& table = plan.tables.back();
+    TensorTable& table = layout.tables.back();
     const int k = table.count;
     const at::Tensor& reference = lists[0][i];
     const int64_t numel = reference.numel();
@@ -46,10 +46,10 @@ BucketPlan plan_bucket(const std::vector<at::TensorList>& lists, at::TensorList 
                 " elements is not supported; split the parameters into several param groups");
     table.first_chunk[k + 1] = static_cast<int32_t>(chunk);
     table.count = k + 1;
-    plan.elements += static_cast<double>(numel);
+    layout.elements += static_cast<double>(numel);
   }
-  plan.chunks = static_cast<int32_t>(chunk);
-  return plan;
+  layout.chunks = static_cast<int32_t>(chunk);
+  return layout;
 }
 
 }  // namespace swd::cuda

@@ -37,7 +37,7 @@ struct TensorTable {
 // The largest kernel parameter list is a table plus a few hundred bytes of scalars.
 static_assert(sizeof(TensorTable) + 512 <= 32764, "TensorTable exceeds kernel parameter space");
 
-struct BucketPlan {
+struct ChunkLayout {
   std::vector<TensorTable> tables;
   int64_t tensors = 0;
   int32_t chunks = 0;        // chunks of the whole bucket
@@ -50,7 +50,7 @@ struct BucketPlan {
 
 // Tables for `lists` (index i of every list belongs to tensor i; an empty list is skipped and
 // its pointers stay null), with the step counts and optional v_sums of every tensor.
-BucketPlan plan_bucket(const std::vector<at::TensorList>& lists, at::TensorList steps,
+ChunkLayout chunk_layout(const std::vector<at::TensorList>& lists, at::TensorList steps,
                        at::TensorList v_sums);
 
 }  // namespace swd::cuda

@@ -2,10 +2,12 @@
 // kernel is instantiated for the pair of a call: dispatch() calls f(TypeTag<P>{},
 // TypeTag<S>{}) with the C++ storage types. The rule is the Python side's
 // (swd_kernels.backends.dtype_reason): params of a dtype in kParams, states in the param
-// dtype or in one of kStatesBeside. Host code only.
+// dtype or in one of kStatesBeside; Python reads these sets from the library (csrc/ops.cpp
+// storage_dtypes), so the native backend's table is written here only. Host code only.
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <c10/core/ScalarType.h>
 #include <c10/util/BFloat16.h>
@@ -27,8 +29,22 @@ enum StorageDtypes : unsigned {
   kFloat64 = 8u,
 };
 
+// The names of a set's dtypes (torch's: "float32", ...), in bit order.
+inline std::vector<const char*> dtype_names(unsigned set) {
+  static const char* const kNames[] = {"float32", "bfloat16", "float16", "float64"};
+  std::vector<const char*> out;
+  for (unsigned b = 0; b < 4; ++b) {
+    if (((set >> b) & 1u) != 0) out.push_back(kNames[b]);
+  }
+  return out;
+}
+
 template <unsigned kParams, unsigned kStatesBeside>
 struct DtypePairs {
+  // the table itself, which swd_kernels/backends/native reads through swd_kernels._C
+  static constexpr unsigned kParamDtypes = kParams;
+  static constexpr unsigned kStateDtypesBeside = kStatesBeside;
+
   static bool supported(at::ScalarType param, at::ScalarType state) {
     return contains(kParams, param) && (state == param || contains(kStatesBeside, state));
   }
@@ -72,16 +88,13 @@ struct DtypePairs {
 
   static bool contains(unsigned set, at::ScalarType dtype) { return (set & bit(dtype)) != 0; }
 
+  // "float32, bfloat16 or float16"
   static std::string names(unsigned set) {
-    static const char* const kNames[] = {"float32", "bfloat16", "float16", "float64"};
+    const std::vector<const char*> listed = dtype_names(set);
     std::string out;
-    int listed = 0, count = 0;
-    for (unsigned b = 0; b < 4; ++b) count += (set >> b) & 1u;
-    for (unsigned b = 0; b < 4; ++b) {
-      if (((set >> b) & 1u) == 0) continue;
-      if (listed > 0) out += listed + 1 == count ? " or " : ", ";
-      out += kNames[b];
-      ++listed;
+    for (size_t i = 0; i < listed.size(); ++i) {
+      if (i > 0) out += i + 1 == listed.size() ? " or " : ", ";
+      out += listed[i];
     }
     return out;
   }

@@ -22,7 +22,7 @@ struct AdamReduceArgs {
 };
 
 struct AdamUpdateArgs {
-  at::TensorList params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps;
+  at::TensorList params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums;
   const at::Tensor& accum;
   const OptionalTensor& lr_tensor;
   double lr, beta1, beta2, weight_decay, eps, decay_power, decay_eps;
@@ -31,20 +31,19 @@ struct AdamUpdateArgs {
   const OptionalTensor& found_inf;
 };
 
-// adam_step: adam_update's arguments plus adam_reduce's v_sums.
+// adam_step: adam_update's arguments (the same schema), and the reduction's part of them.
 struct AdamStepArgs {
   AdamUpdateArgs update;
-  at::TensorList v_sums;
 
   AdamReduceArgs reduce() const {
-    return {update.grads,       update.exp_avg_sqs, update.max_exp_avg_sqs, update.state_steps,
-            v_sums,             update.accum,       update.beta2,           update.amsgrad,
-            update.grad_scale,  update.found_inf};
+    return {update.grads,        update.exp_avg_sqs, update.max_exp_avg_sqs, update.state_steps,
+            update.v_sums,       update.accum,       update.beta2,           update.amsgrad,
+            update.grad_scale,   update.found_inf};
   }
 };
 
 struct AdaiUpdateArgs {
-  at::TensorList params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps;
+  at::TensorList params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps, v_sums;
   const at::Tensor& accum;
   const OptionalTensor& lr_tensor;
   double lr, beta0, beta2, weight_decay, eps;

@@ -87,6 +87,17 @@ inline void check_accum(const at::Tensor& accum, const at::Device& device, const
               accum.scalar_type(), " of shape ", accum.sizes(), " on ", accum.device());
 }
 
+// Whether an update op sets v_sums to the sums of the exp_avg_sq it stores: with
+// half-precision state and without amsgrad (swd_kernels/ops.py).
+inline bool update_writes_v_sums(at::ScalarType state_dtype, bool amsgrad) {
+  return !amsgrad && (state_dtype == at::kBFloat16 || state_dtype == at::kHalf);
+}
+
+// One float64 running sum per parameter.
+inline void check_v_sums(at::TensorList v_sums, size_t n, const Bucket& b, const char* op) {
+  check_scalar_list(v_sums, n, at::kDouble, b.device, op, "v_sums");
+}
+
 // An optional one-value argument (lr_tensor, grad_scale, found_inf), when given.
 inline void check_optional_scalar(const OptionalTensor& x, const at::Device& device,
                                   const char* op, const char* name) {
@@ -148,7 +159,7 @@ Bucket check_op(const AdamReduceArgs& a, at::DeviceType type, const char* op) {
   if (a.amsgrad) states = {{a.exp_avg_sqs, "exp_avg_sqs"}, {a.max_exp_avg_sqs, "max_exp_avg_sqs"}};
   const Bucket b = check_bucket<Pairs>(op, type, {a.grads, "grads"}, {}, states, a.state_steps);
   check_accum(a.accum, b.device, op);
-  if (!a.amsgrad) check_scalar_list(a.v_sums, a.grads.size(), at::kDouble, b.device, op, "v_sums");
+  if (!a.amsgrad) check_v_sums(a.v_sums, a.grads.size(), b, op);
   check_amp(a.grad_scale, a.found_inf, b.device, op);
   return b;
 }
@@ -170,24 +181,30 @@ template <typename Pairs>
 Bucket check_op(const AdamUpdateArgs& a, at::DeviceType type, const char* op) {
   std::vector<NamedList> states = {{a.exp_avgs, "exp_avgs"}, {a.exp_avg_sqs, "exp_avg_sqs"}};
   if (a.amsgrad) states.push_back({a.max_exp_avg_sqs, "max_exp_avg_sqs"});
-  return check_update<Pairs>(a, states, &a.accum, type, op);
-}
-
-template <typename Pairs>
-Bucket check_op(const AdamStepArgs& a, at::DeviceType type, const char* op) {
-  const Bucket b = check_op<Pairs>(a.update, type, op);
-  if (!a.update.amsgrad) {
-    check_scalar_list(a.v_sums, a.update.params.size(), at::kDouble, b.device, op, "v_sums");
+  const Bucket b = check_update<Pairs>(a, states, &a.accum, type, op);
+  if (update_writes_v_sums(b.state_dtype, a.amsgrad)) {
+    check_v_sums(a.v_sums, a.params.size(), b, op);
   }
   return b;
 }
 
 template <typename Pairs>
+Bucket check_op(const AdamStepArgs& a, at::DeviceType type, const char* op) {
+  const Bucket b = check_op<Pairs>(a.update, type, op);
+  if (!a.update.amsgrad) check_v_sums(a.update.v_sums, a.update.params.size(), b, op);
+  return b;
+}
+
+template <typename Pairs>
 Bucket check_op(const AdaiUpdateArgs& a, at::DeviceType type, const char* op) {
-  return check_update<Pairs>(
+  const Bucket b = check_update<Pairs>(
       a,
       {{a.exp_avgs, "exp_avgs"}, {a.exp_avg_sqs, "exp_avg_sqs"}, {a.beta1_prods, "beta1_prods"}},
       &a.accum, type, op);
+  if (update_writes_v_sums(b.state_dtype, false)) {
+    check_v_sums(a.v_sums, a.params.size(), b, op);
+  }
+  return b;
 }
 
 template <typename Pairs>

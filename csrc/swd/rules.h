@@ -16,6 +16,7 @@
 //   Hyper      the op's hyperparameters
 //   Scalars    one tensor's fp32 scalars, formed by scalars(hyper, lr, v_bar, step before)
 //   kStates    how many state lists follow param and grad, in the op's argument order
+//   kSummedState  the state (exp_avg_sq) whose sums the op keeps in v_sums; -1: none
 //   element()  one element (or one vector of elements): param, effective grad, states
 #pragma once
 
@@ -69,6 +70,7 @@ struct AdamRule {
   using Hyper = AdamHyper;
   using Scalars = AdamScalars;
   static constexpr int kStates = kAmsgrad ? 3 : 2;  // exp_avg, exp_avg_sq[, max_exp_avg_sq]
+  static constexpr int kSummedState = kAmsgrad ? -1 : 1;
 
   SWD_HD static Scalars scalars(const Hyper& h, double lr, double v_bar, float step_before) {
     const double t = step_after(step_before);
@@ -116,6 +118,7 @@ struct AdaiRule {
   };
   using Scalars = AdaiScalars;
   static constexpr int kStates = 3;  // exp_avg, exp_avg_sq, beta1_prod
+  static constexpr int kSummedState = 1;
 
   SWD_HD static Scalars scalars(const Hyper& h, double lr, double v_bar, float step_before) {
     Scalars s;
@@ -165,6 +168,7 @@ struct SgdRule {
   using Hyper = SgdHyper;
   using Scalars = SgdScalars;
   static constexpr int kStates = kMomentum ? 1 : 0;  // momentum_buffer
+  static constexpr int kSummedState = -1;
 
   SWD_HD static Scalars scalars(const Hyper& h, double lr, double /*v_bar*/,
                                 float step_before) {
@@ -195,5 +199,11 @@ struct SgdRule {
 // The state slots a caller hands element(): a rule without state still takes one.
 template <typename Rule>
 constexpr int kStateSlots = Rule::kStates > 0 ? Rule::kStates : 1;
+
+// Whether an update with `Rule` on state storage S sums the stored values of its summed
+// state for v_sums: 16-bit state only, whose rounding drifts from the linear identity (the
+// compile-time side of swd/op_checks.h update_writes_v_sums).
+template <typename Rule, typename S>
+constexpr bool kSumsStoredState = Rule::kSummedState >= 0 && sizeof(S) == 2;
 
 }  // namespace swd

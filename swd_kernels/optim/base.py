@@ -359,16 +359,10 @@ class SWDOptimizer(torch.optim.Optimizer):
 
     @staticmethod
     def _bucket_v_sums(bucket: Bucket) -> list[torch.Tensor]:
-        """The bucket's running sums of exp_avg_sq, which the reduction updates in place."""
-        v_sums = [state[V_SUM_KEY] for state, _ in bucket.states]
-        if bucket.lists["exp_avg_sq"][0].dtype in (torch.bfloat16, torch.float16):
-            # Half-precision state rounds b2*v with a bias (in bf16, 0.999*v rounds back to v),
-            # so the identity's exact sum drifts from the stored v the update uses (bf16,
-            # b2=0.999: 5% after 1000 steps; AdaiS's inertia reads v_hat / v_bar). Re-read
-            # the stored sums every step instead (v >= 0: its L1 norm is its sum).
-            stored = torch._foreach_norm(bucket.lists["exp_avg_sq"], 1, dtype=torch.float64)
-            torch._foreach_copy_(v_sums, stored)
-        return v_sums
+        """The bucket's running sums of exp_avg_sq, which the ops keep up to date in place
+        (the reduction by the linear identity; with half-precision state the update sets them
+        to the sums of what it stored, ops.py)."""
+        return [state[V_SUM_KEY] for state, _ in bucket.states]
 
     def _global_mean(self, buckets: list[Bucket], arguments: list[dict], devices: list,
                      found_inf, fuse_clip: bool) -> None:

@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import torch
 
-from ...ops import check_accum
+from ...ops import check_accum, check_update_v_sums
 from .common import (advance_steps, fp32_working, global_mean, lr_value, next_steps,
-                     one_minus_pow, prepared_grads, write_back)
+                     one_minus_pow, prepared_grads, store_v_sums, write_back)
 
 
-def adai_update(params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps, accum,
-                lr_tensor, lr, beta0, beta2, weight_decay, eps, maximize, grad_scale,
+def adai_update(params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps, v_sums,
+                accum, lr_tensor, lr, beta0, beta2, weight_decay, eps, maximize, grad_scale,
                 found_inf):
     if not params:
         return
     check_accum(accum, params[0].device)
+    check_update_v_sums(v_sums, exp_avg_sqs, False)
     copy = found_inf is not None
     g = prepared_grads(grads, grad_scale, maximize)
     p, m, v, prod = (fp32_working(x, copy) for x in (params, exp_avgs, exp_avg_sqs, beta1_prods))
@@ -55,4 +56,5 @@ def adai_update(params, grads, exp_avgs, exp_avg_sqs, beta1_prods, state_steps, 
     write_back(exp_avgs, m, found_inf)
     write_back(exp_avg_sqs, v, found_inf)
     write_back(beta1_prods, prod, found_inf)
+    store_v_sums(v_sums, exp_avg_sqs, False, found_inf)
     advance_steps(state_steps, found_inf)

@@ -5,9 +5,9 @@ import math
 
 import torch
 
-from ...ops import CLIP_TERM, COUNT, GRAD_SQ_SUM, VHAT_SUM, check_accum
+from ...ops import CLIP_TERM, COUNT, GRAD_SQ_SUM, VHAT_SUM, check_accum, check_update_v_sums
 from .common import (advance_steps, fp32_working, global_mean, lr_value, next_steps,
-                     one_minus_pow, prepared_grads, write_back)
+                     one_minus_pow, prepared_grads, store_v_sums, write_back)
 
 
 def _moments(grads, exp_avg_sqs, max_exp_avg_sqs, beta2, amsgrad, grad_scale):
@@ -56,12 +56,13 @@ def decay_scale(accum, decay_power: float, decay_eps: float) -> torch.Tensor:
     return torch.where(base > 0, base, math.inf) ** -decay_power
 
 
-def adam_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, accum,
-                lr_tensor, lr, beta1, beta2, weight_decay, eps, decay_power, decay_eps, amsgrad,
-                maximize, grad_scale, found_inf):
+def adam_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums,
+                accum, lr_tensor, lr, beta1, beta2, weight_decay, eps, decay_power, decay_eps,
+                amsgrad, maximize, grad_scale, found_inf):
     if not params:
         return
     check_accum(accum, params[0].device)
+    check_update_v_sums(v_sums, exp_avg_sqs, amsgrad)
     copy = found_inf is not None
     g = prepared_grads(grads, grad_scale, maximize)
     p, m, v = (fp32_working(x, copy) for x in (params, exp_avgs, exp_avg_sqs))
@@ -93,4 +94,5 @@ def adam_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_ste
     write_back(exp_avg_sqs, v, found_inf)
     if amsgrad:
         write_back(max_exp_avg_sqs, vmax, found_inf)
+    store_v_sums(v_sums, exp_avg_sqs, amsgrad, found_inf)
     advance_steps(state_steps, found_inf)

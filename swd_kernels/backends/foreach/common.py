@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ...ops import update_writes_v_sums
+
 
 def fp32_working(tensors: list[torch.Tensor], must_copy: bool) -> list[torch.Tensor]:
     """fp32 tensors to compute in: the tensors themselves when fp32 and writable in place,
@@ -22,6 +24,18 @@ def write_back(dst: list[torch.Tensor], work: list[torch.Tensor], found_inf) -> 
             d.copy_(w)
         else:
             d.copy_(torch.where(found_inf.to(d.device) != 0, d, w.to(d.dtype)))
+
+
+def store_v_sums(v_sums, exp_avg_sqs, amsgrad: bool, found_inf) -> None:
+    """The update's part of the running sums (ops.py): with half-precision state, each
+    ``v_sums[i]`` becomes the float64 sum of the stored ``exp_avg_sqs[i]`` (v >= 0: its L1
+    norm), unless found_inf skipped the step."""
+    if not update_writes_v_sums(exp_avg_sqs, amsgrad):
+        return
+    stored = torch._foreach_norm(exp_avg_sqs, 1, dtype=torch.float64)
+    if found_inf is not None:
+        stored = [torch.where(found_inf != 0, old, new) for old, new in zip(v_sums, stored)]
+    torch._foreach_copy_(v_sums, stored)
 
 
 def prepared_grads(grads, grad_scale, maximize: bool) -> list[torch.Tensor]:

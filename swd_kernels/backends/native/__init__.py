@@ -13,8 +13,9 @@ ops.define(NAME)  # the schemas must exist before the library registers kernels 
 
 _load_error: str | None = None
 try:
-    from ... import _C  # noqa: F401  (loading it registers the kernels)
+    from ... import _C  # loading it registers the kernels
 except (ImportError, OSError) as error:
+    _C = None
     _load_error = (f"the compiled extension swd_kernels._C could not be loaded ({error}); "
                    f"rebuild it with `pip install -e . --no-build-isolation` and a C++ compiler")
 
@@ -25,13 +26,14 @@ def _has_kernel(device_type: str) -> bool:
         f"{ops.namespace(NAME)}::adam_update", key)
 
 
-_HALF_AND_SINGLE = {torch.float32, torch.bfloat16, torch.float16}
-# device type -> (param dtypes, state dtypes beside params of another dtype); the kernels'
-# own table is csrc/swd/dtype_dispatch.h, which refuses the rest with the same message
-DTYPES = {
-    "cpu": (_HALF_AND_SINGLE, _HALF_AND_SINGLE),
-    "cuda": (_HALF_AND_SINGLE | {torch.float64}, {torch.float32}),
-}
+def _dtype_table() -> dict:
+    """device type -> (param dtypes, state dtypes beside params of another dtype), as the
+    kernels are built (csrc/swd/dtype_dispatch.h, read from the library: one table)."""
+    return {device: tuple({getattr(torch, name) for name in names} for names in pair)
+            for device, pair in _C.storage_dtypes().items()}
+
+
+DTYPES = _dtype_table() if _C is not None else {}
 
 
 def unavailable_reason(device: torch.device) -> str | None:

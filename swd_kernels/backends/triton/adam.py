@@ -29,11 +29,13 @@ import triton
 import triton.language as tl
 
 from . import chunking, occupancy, streams, workspace
-from .common import (CLIP_TERM, COUNT, GRAD_SQ_SUM, VHAT_SUM, BucketLaunch, advance_steps,
-                     check_device, chunk_location, element_pointer, finish_update,
-                     global_mean, grad_unscale, is_last_of, is_last_to_arrive, learning_rate,
-                     list_dtype, load_f32, load_grad, may_write, optional_args, second_moment,
-                     state_dtype, step_count, store_rounded, sweep_chunk)
+from ... import ops
+from .common import (CLIP_TERM, COUNT, GRAD_SQ_SUM, VHAT_SUM, BucketLaunch, add_chunk_v_sum,
+                     advance_steps, check_device, chunk_location, element_pointer,
+                     finish_update, global_mean, grad_unscale, is_last_of, is_last_to_arrive,
+                     learning_rate, list_dtype, load_f32, load_grad, may_write, optional_args,
+                     second_moment, state_dtype, step_count, store_rounded, sum_range,
+                     sweep_chunk, to_storage)
 from .scalars import (adam_scalars, as_double, clip_term, double_args, next_v_sum, one_minus,
                       one_minus_pow)
 
@@ -61,16 +63,6 @@ def reduce_rule(offs, mask, args, FLAGS: tl.constexpr):
     else:
         value = g * g
     return value
-
-
-@triton.jit
-def sum_range(values, lo, hi, TILE: tl.constexpr):
-    """``values[lo:hi]`` (float64, written by other programs) summed in a fixed order."""
-    total = tl.zeros([TILE], tl.float64)
-    for first in range(lo, hi, TILE):
-        index = first + tl.arange(0, TILE)
-        total += tl.load(values + index, mask=index < hi, other=0.0, volatile=True)
-    return tl.sum(total, axis=0)
 
 
 @triton.jit
@@ -173,11 +165,13 @@ def adam_reduce_kernel(
 
 @triton.jit
 def adam_rule(offs, mask, args, FLAGS: tl.constexpr):
-    """rules.h ``adam_element`` on one block, in the same operation order."""
+    """rules.h ``adam_element`` on one block, in the same operation order; with SUM_V (16-bit
+    state) returns the exp_avg_sq it stored (0 where masked)."""
     (p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr, unscale, decay, step_size, sqrt_bc2,
      one_minus_beta1, beta2, one_minus_beta2, eps) = args
     AMSGRAD: tl.constexpr = FLAGS[0]
     MAXIMIZE: tl.constexpr = FLAGS[1]
+    SUM_V: tl.constexpr = FLAGS[2]
     p = load_f32(p_ptr, offs, mask)
     g = load_grad(g_ptr, offs, mask, unscale, MAXIMIZE)
     m = load_f32(m_ptr, offs, mask)
@@ -194,7 +188,13 @@ def adam_rule(offs, mask, args, FLAGS: tl.constexpr):
     p = p * decay - tl.div_rn(step_size * m, denom)
     store_rounded(p_ptr, offs, p, mask)
     store_rounded(m_ptr, offs, m, mask)
-    store_rounded(v_ptr, offs, v, mask)
+    v_stored = to_storage(v, v_ptr.dtype.element_ty)
+    tl.store(v_ptr + offs, v_stored, mask=mask)
+    if SUM_V:
+        stored = tl.where(mask, v_stored.to(tl.float32), 0.0)
+    else:
+        stored = 0.0
+    return stored
 
 
 @triton.jit
@@ -209,10 +209,13 @@ def adam_hyperparameters(beta1, beta1_lo, beta2, beta2_lo, weight_decay, weight_
 
 @triton.jit
 def adam_update_chunk(
-        pointer_table, n_tensors, chunk_tensor, chunk_start, numels, chunk, chunk_size, v_bar,
-        lr, unscale, write, hyperparameters, AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr,
+        pointer_table, n_tensors, chunk_tensor, chunk_start, numels, first_chunk, chunk,
+        chunk_size, partials, tensor_counters, v_bar, lr, unscale, write, hyperparameters,
+        AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, SUM_V: tl.constexpr,
         P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
-        ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+        ALIGNED: tl.constexpr, BLOCK: tl.constexpr, PARTIAL_TILE: tl.constexpr):
+    """One chunk of pass 2; with SUM_V (16-bit state) also the tensor's running sum, from what
+    it stored (``add_chunk_v_sum``)."""
     index, start, count = chunk_location(chunk_tensor, chunk_start, numels, chunk, chunk_size,
                                          BLOCK)
     t = step_count(pointer_table, ROW_STEP, n_tensors, index).to(tl.float64) + 1.0
@@ -227,27 +230,35 @@ def adam_update_chunk(
                             ALIGNED),
             unscale, decay, step_size, sqrt_bc2, one_minus_beta1, beta2_32, one_minus_beta2,
             eps)
-    sweep_chunk(adam_rule, args, (AMSGRAD, MAXIMIZE), count, write, 0, BLOCK)
+    stored, _ = sweep_chunk(adam_rule, args, (AMSGRAD, MAXIMIZE, SUM_V), count, write, SUM_V,
+                            BLOCK)
+    if SUM_V:
+        add_chunk_v_sum(stored, chunk, index, first_chunk, partials, tensor_counters,
+                        element_pointer(pointer_table, ROW_VSUM, n_tensors, index, 0,
+                                        tl.float64, False),
+                        write, PARTIAL_TILE)
 
 
 @triton.jit
 def adam_update_kernel(
-        pointer_table, n_tensors, chunk_tensor, chunk_start, numels, n_chunks, chunk_size,
-        counter, accum, lr_tensor, grad_scale, found_inf, lr, lr_lo, beta1, beta1_lo, beta2,
-        beta2_lo, weight_decay, weight_decay_lo, eps, decay_power, decay_power_lo, decay_eps,
-        decay_eps_lo,
+        pointer_table, n_tensors, chunk_tensor, chunk_start, numels, first_chunk, n_chunks,
+        chunk_size, partials, tensor_counters, counter, accum, lr_tensor, grad_scale,
+        found_inf, lr, lr_lo, beta1, beta1_lo, beta2, beta2_lo, weight_decay, weight_decay_lo,
+        eps, decay_power, decay_power_lo, decay_eps, decay_eps_lo,
         HAS_LR_TENSOR: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
         HAS_FOUND_INF: tl.constexpr, AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr,
-        P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
-        ALIGNED: tl.constexpr, BLOCK: tl.constexpr, TENSOR_TILE: tl.constexpr):
+        SUM_V: tl.constexpr, P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr,
+        S_DTYPE: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr,
+        TENSOR_TILE: tl.constexpr, PARTIAL_TILE: tl.constexpr):
     write = may_write(found_inf, HAS_FOUND_INF)
     adam_update_chunk(
-        pointer_table, n_tensors, chunk_tensor, chunk_start, numels, tl.program_id(0),
-        chunk_size, global_mean(accum, False), learning_rate(lr_tensor, lr, lr_lo, HAS_LR_TENSOR),
+        pointer_table, n_tensors, chunk_tensor, chunk_start, numels, first_chunk,
+        tl.program_id(0), chunk_size, partials, tensor_counters, global_mean(accum, False),
+        learning_rate(lr_tensor, lr, lr_lo, HAS_LR_TENSOR),
         grad_unscale(grad_scale, HAS_GRAD_SCALE), write,
         adam_hyperparameters(beta1, beta1_lo, beta2, beta2_lo, weight_decay, weight_decay_lo,
                              eps, decay_power, decay_power_lo, decay_eps, decay_eps_lo),
-        AMSGRAD, MAXIMIZE, P_DTYPE, G_DTYPE, S_DTYPE, ALIGNED, BLOCK)
+        AMSGRAD, MAXIMIZE, SUM_V, P_DTYPE, G_DTYPE, S_DTYPE, ALIGNED, BLOCK, PARTIAL_TILE)
     finish_update(counter, write, pointer_table, ROW_STEP, n_tensors, TENSOR_TILE)
 
 
@@ -262,10 +273,10 @@ def adam_step_one_launch_kernel(
         decay_eps_lo,
         HAS_LR_TENSOR: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
         HAS_FOUND_INF: tl.constexpr, AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr,
-        P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
-        ALIGNED: tl.constexpr, BLOCK: tl.constexpr, TENSOR_TILE: tl.constexpr,
-        PARTIAL_TILE: tl.constexpr, ARRIVE: tl.constexpr, RELEASE: tl.constexpr,
-        DONE: tl.constexpr):
+        SUM_V: tl.constexpr, P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr,
+        S_DTYPE: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr,
+        TENSOR_TILE: tl.constexpr, PARTIAL_TILE: tl.constexpr, ARRIVE: tl.constexpr,
+        RELEASE: tl.constexpr, DONE: tl.constexpr):
     """Persistent grid: every program must be resident at once (the barrier spins)."""
     program = tl.program_id(0)
     programs = tl.num_programs(0)
@@ -289,11 +300,14 @@ def adam_step_one_launch_kernel(
     tl.debug_barrier()
     v_bar = global_mean(accum, True)
     lr64 = learning_rate(lr_tensor, lr, lr_lo, HAS_LR_TENSOR)
+    # the reduction's partials and tensor counters are done with (every tensor was finished
+    # before the barrier): with SUM_V the update's sums of stored v use them
     for chunk in range(program, n_chunks, programs):
         adam_update_chunk(
-            pointer_table, n_tensors, chunk_tensor, chunk_start, numels, chunk, chunk_size,
-            v_bar, lr64, unscale, write, hyperparameters, AMSGRAD, MAXIMIZE, P_DTYPE, G_DTYPE,
-            S_DTYPE, ALIGNED, BLOCK)
+            pointer_table, n_tensors, chunk_tensor, chunk_start, numels, first_chunk, chunk,
+            chunk_size, partials, tensor_counters, v_bar, lr64, unscale, write,
+            hyperparameters, AMSGRAD, MAXIMIZE, SUM_V, P_DTYPE, G_DTYPE, S_DTYPE, ALIGNED,
+            BLOCK, PARTIAL_TILE)
     if is_last_to_arrive(counters + DONE):
         tl.atomic_xchg(counters + RELEASE, 0)  # every program is past the spin by now
         if write:
@@ -318,21 +332,21 @@ def adam_launch(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_ste
     return launch
 
 
-def adam_update_args(params, accum, lr_tensor, lr, beta1, beta2, weight_decay, eps,
-                     decay_power, decay_eps, maximize) -> dict:
+def adam_update_args(params, exp_avg_sqs, accum, lr_tensor, lr, beta1, beta2, weight_decay,
+                     eps, decay_power, decay_eps, amsgrad, maximize) -> dict:
     """The update's own kernel arguments (the reduction takes none of them)."""
     return dict(**optional_args(accum, lr_tensor=lr_tensor),
                 **double_args(lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
                               decay_power=decay_power, decay_eps=decay_eps),
-                eps=float(eps), MAXIMIZE=bool(maximize), P_DTYPE=list_dtype(params, "params"))
+                eps=float(eps), MAXIMIZE=bool(maximize),
+                SUM_V=ops.update_writes_v_sums(exp_avg_sqs, amsgrad),
+                P_DTYPE=list_dtype(params, "params"))
 
 
 def _reduce_args(launch: BucketLaunch, scratch: workspace.Workspace) -> dict:
     """The arguments of the reduction's part, beside ``launch.args``."""
-    layout = launch.layout
-    return dict(first_chunk=layout.first_chunk, partials=scratch.partials,
-                tensor_sums=scratch.tensor_sums, tensor_counters=scratch.tensor_counters,
-                total_numel=layout.total_numel, PARTIAL_TILE=chunking.PARTIAL_TILE)
+    return dict(**launch.chunk_sum_args(scratch), tensor_sums=scratch.tensor_sums,
+                total_numel=launch.layout.total_numel)
 
 
 def _reduce_launch(launch: BucketLaunch, beta2, scratch: workspace.Workspace) -> None:
@@ -342,7 +356,7 @@ def _reduce_launch(launch: BucketLaunch, beta2, scratch: workspace.Workspace) ->
 
 def _update_launch(launch: BucketLaunch, update_args: dict,
                    scratch: workspace.Workspace) -> None:
-    launch.run(adam_update_kernel, **update_args,
+    launch.run(adam_update_kernel, **update_args, **launch.chunk_sum_args(scratch),
                counter=scratch.counter(workspace.UPDATE_COUNTER))
 
 
@@ -355,17 +369,19 @@ def adam_reduce(grads, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums, accum,
     _reduce_launch(launch, beta2, launch.workspace())
 
 
-def adam_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, accum,
-                lr_tensor, lr, beta1, beta2, weight_decay, eps, decay_power, decay_eps,
+def adam_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums,
+                accum, lr_tensor, lr, beta1, beta2, weight_decay, eps, decay_power, decay_eps,
                 amsgrad, maximize, grad_scale, found_inf):
     if not params:
         return
     check_device(grads[0].device, lr_tensor=lr_tensor)  # before anything is written
+    ops.check_update_v_sums(v_sums, exp_avg_sqs, amsgrad)
+    update_args = adam_update_args(params, exp_avg_sqs, accum, lr_tensor, lr, beta1, beta2,
+                                   weight_decay, eps, decay_power, decay_eps, amsgrad, maximize)
     launch = adam_launch(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
-                         [], accum, grad_scale, found_inf, amsgrad)
-    _update_launch(launch, adam_update_args(params, accum, lr_tensor, lr, beta1, beta2,
-                                            weight_decay, eps, decay_power, decay_eps,
-                                            maximize), launch.workspace())
+                         v_sums if update_args["SUM_V"] else [], accum, grad_scale, found_inf,
+                         amsgrad)
+    _update_launch(launch, update_args, launch.workspace())
 
 
 def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums,
@@ -376,8 +392,8 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps
     check_device(grads[0].device, lr_tensor=lr_tensor)  # before the reduction writes
     launch = adam_launch(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
                          v_sums, accum, grad_scale, found_inf, amsgrad)
-    update_args = adam_update_args(params, accum, lr_tensor, lr, beta1, beta2, weight_decay,
-                                   eps, decay_power, decay_eps, maximize)
+    update_args = adam_update_args(params, exp_avg_sqs, accum, lr_tensor, lr, beta1, beta2,
+                                   weight_decay, eps, decay_power, decay_eps, amsgrad, maximize)
     scratch = launch.workspace()
     programs = one_launch_programs(launch, update_args, scratch) if one_launch_requested() else 0
     if programs:

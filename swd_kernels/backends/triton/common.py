@@ -97,6 +97,14 @@ class BucketLaunch:
         """Scratch memory for one launch issued now (workspace.py)."""
         return workspace.workspace(self.device, self.layout.n_tensors, self.layout.n_chunks)
 
+    def chunk_sum_args(self, scratch: workspace.Workspace) -> dict:
+        """The arguments of a kernel that sums per chunk and finishes per tensor (the
+        reduction; an update with 16-bit state): where each tensor's chunks start, and the
+        partials and per-tensor arrival counters of ``scratch``."""
+        return dict(first_chunk=self.layout.first_chunk, partials=scratch.partials,
+                    tensor_counters=scratch.tensor_counters,
+                    PARTIAL_TILE=chunking.PARTIAL_TILE)
+
     def run(self, kernel, grid=None, **args):
         """Launch ``kernel`` over the bucket on its device (Triton launches on the current
         device, on that device's current stream): ``args`` beside the common ones, ``grid``
@@ -146,10 +154,11 @@ def sweep_chunk(RULE: tl.constexpr, args, FLAGS: tl.constexpr, count, write,
                 SUMS: tl.constexpr, BLOCK: tl.constexpr):
     """Apply the block rule ``RULE(offs, mask, args, FLAGS)`` to a chunk's ``count``
     elements: whole blocks unmasked (lets the compiler vectorize), then the masked tail.
-    ``write`` (False after a found_inf) masks every element. An update rule returns nothing
-    (``SUMS = 0``); a reduction rule returns one [BLOCK] fp32 value (``SUMS = 1``) or two
-    (``SUMS = 2``), each summed here in a fixed order (docs/design.md §6). Returns the two
-    sums in float64 (0.0 for a sum the rule does not give)."""
+    ``write`` (False after a found_inf) masks every element. A rule returns nothing it needs
+    summed (``SUMS = 0``, an update), one [BLOCK] fp32 value (``SUMS = 1``: an update's stored
+    exp_avg_sq with 16-bit state, or a reduction) or two (``SUMS = 2``), 0 where masked, each
+    summed here in a fixed order (docs/design.md §6). Returns the two sums in float64 (0.0
+    for a sum the rule does not give)."""
     first = tl.zeros([BLOCK], tl.float32)
     second = tl.zeros([BLOCK], tl.float32)
     full = count // BLOCK * BLOCK
@@ -289,6 +298,30 @@ def is_last_of(counter, arrivals):
 def is_last_to_arrive(counter):
     """``is_last_of`` over every program of the launch."""
     return is_last_of(counter, tl.num_programs(0))
+
+
+@triton.jit
+def sum_range(values, lo, hi, TILE: tl.constexpr):
+    """``values[lo:hi]`` (float64, written by other programs) summed in a fixed order."""
+    total = tl.zeros([TILE], tl.float64)
+    for first in range(lo, hi, TILE):
+        index = first + tl.arange(0, TILE)
+        total += tl.load(values + index, mask=index < hi, other=0.0, volatile=True)
+    return tl.sum(total, axis=0)
+
+
+@triton.jit
+def add_chunk_v_sum(stored, chunk, index, first_chunk, partials, tensor_counters, v_sum, write,
+                    PARTIAL_TILE: tl.constexpr):
+    """An update with 16-bit state (ops.py): this chunk's sum of the exp_avg_sq it stored into
+    ``partials[chunk]``; the program that finishes the tensor's last chunk sets its running sum
+    ``v_sum`` (a float64 pointer) to the sum of those, in a fixed order, unless the step is
+    skipped (``write`` False)."""
+    tl.store(partials + chunk, stored)
+    lo = tl.load(first_chunk + index)
+    hi = tl.load(first_chunk + index + 1)
+    if is_last_of(tensor_counters + index, hi - lo):
+        tl.store(v_sum, sum_range(partials, lo, hi, PARTIAL_TILE), mask=write)
 
 
 @triton.jit

@@ -15,7 +15,7 @@ from . import workspace
 from .common import (BucketLaunch, add_chunk_v_sum, chunk_location, element_pointer,
                      finish_update, global_mean, grad_unscale, learning_rate, list_dtype,
                      load_f32, load_grad, may_write, second_moment, state_dtype, step_count,
-                     store_rounded, sweep_chunk, to_storage)
+                     store_rounded, store_second_moment, sweep_chunk)
 from .scalars import adai_scalars, as_double, double_args
 
 # Rows of an AdaiS pointer table.
@@ -48,13 +48,8 @@ def adai_rule(offs, mask, args, FLAGS: tl.constexpr):
     p = p * decay - tl.div_rn(lr * m, 1.0 - prod)
     store_rounded(p_ptr, offs, p, mask)
     store_rounded(m_ptr, offs, m, mask)
-    v_stored = to_storage(v, v_ptr.dtype.element_ty)
-    tl.store(v_ptr + offs, v_stored, mask=mask)
+    stored = store_second_moment(v_ptr, offs, v, mask, SUM_V)
     store_rounded(prod_ptr, offs, prod, mask)
-    if SUM_V:
-        stored = tl.where(mask, v_stored.to(tl.float32), 0.0)
-    else:
-        stored = 0.0
     return stored
 
 
@@ -87,9 +82,7 @@ def adai_update_kernel(
     stored, _ = sweep_chunk(adai_rule, args, (MAXIMIZE, SUM_V), count, write, SUM_V, BLOCK)
     if SUM_V:
         add_chunk_v_sum(stored, chunk, index, first_chunk, partials, tensor_counters,
-                        element_pointer(pointer_table, ROW_VSUM, n_tensors, index, 0,
-                                        tl.float64, False),
-                        write, PARTIAL_TILE)
+                        pointer_table, ROW_VSUM, n_tensors, write, PARTIAL_TILE)
     finish_update(counter, write, pointer_table, ROW_STEP, n_tensors, TENSOR_TILE)
 
 

@@ -34,8 +34,8 @@ from .common import (CLIP_TERM, COUNT, GRAD_SQ_SUM, VHAT_SUM, BucketLaunch, add_
                      advance_steps, check_device, chunk_location, element_pointer,
                      finish_update, global_mean, grad_unscale, is_last_of, is_last_to_arrive,
                      learning_rate, list_dtype, load_f32, load_grad, may_write, optional_args,
-                     second_moment, state_dtype, step_count, store_rounded, sum_range,
-                     sweep_chunk, to_storage)
+                     second_moment, state_dtype, step_count, store_rounded,
+                     store_second_moment, sum_range, sweep_chunk)
 from .scalars import (adam_scalars, as_double, clip_term, double_args, next_v_sum, one_minus,
                       one_minus_pow)
 
@@ -188,13 +188,7 @@ def adam_rule(offs, mask, args, FLAGS: tl.constexpr):
     p = p * decay - tl.div_rn(step_size * m, denom)
     store_rounded(p_ptr, offs, p, mask)
     store_rounded(m_ptr, offs, m, mask)
-    v_stored = to_storage(v, v_ptr.dtype.element_ty)
-    tl.store(v_ptr + offs, v_stored, mask=mask)
-    if SUM_V:
-        stored = tl.where(mask, v_stored.to(tl.float32), 0.0)
-    else:
-        stored = 0.0
-    return stored
+    return store_second_moment(v_ptr, offs, v, mask, SUM_V)
 
 
 @triton.jit
@@ -234,9 +228,7 @@ def adam_update_chunk(
                             BLOCK)
     if SUM_V:
         add_chunk_v_sum(stored, chunk, index, first_chunk, partials, tensor_counters,
-                        element_pointer(pointer_table, ROW_VSUM, n_tensors, index, 0,
-                                        tl.float64, False),
-                        write, PARTIAL_TILE)
+                        pointer_table, ROW_VSUM, n_tensors, write, PARTIAL_TILE)
 
 
 @triton.jit
@@ -369,38 +361,37 @@ def adam_reduce(grads, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums, accum,
     _reduce_launch(launch, beta2, launch.workspace())
 
 
-def adam_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums,
-                accum, lr_tensor, lr, beta1, beta2, weight_decay, eps, decay_power, decay_eps,
-                amsgrad, maximize, grad_scale, found_inf):
+def adam_update(*arguments):
+    """swd_triton::adam_update: pass 2 alone (the arguments of adam_step, ops.py)."""
+    _adam(*arguments, reduce=False)
+
+
+def adam_step(*arguments):
+    """swd_triton::adam_step: both passes on one bucket."""
+    _adam(*arguments, reduce=True)
+
+
+def _adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums, accum,
+          lr_tensor, lr, beta1, beta2, weight_decay, eps, decay_power, decay_eps, amsgrad,
+          maximize, grad_scale, found_inf, reduce: bool):
     if not params:
         return
     check_device(grads[0].device, lr_tensor=lr_tensor)  # before anything is written
     ops.check_update_v_sums(v_sums, exp_avg_sqs, amsgrad)
-    update_args = adam_update_args(params, exp_avg_sqs, accum, lr_tensor, lr, beta1, beta2,
-                                   weight_decay, eps, decay_power, decay_eps, amsgrad, maximize)
-    launch = adam_launch(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
-                         v_sums if update_args["SUM_V"] else [], accum, grad_scale, found_inf,
-                         amsgrad)
-    _update_launch(launch, update_args, launch.workspace())
-
-
-def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, v_sums,
-              accum, lr_tensor, lr, beta1, beta2, weight_decay, eps, decay_power, decay_eps,
-              amsgrad, maximize, grad_scale, found_inf):
-    if not params:
-        return
-    check_device(grads[0].device, lr_tensor=lr_tensor)  # before the reduction writes
     launch = adam_launch(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
                          v_sums, accum, grad_scale, found_inf, amsgrad)
     update_args = adam_update_args(params, exp_avg_sqs, accum, lr_tensor, lr, beta1, beta2,
                                    weight_decay, eps, decay_power, decay_eps, amsgrad, maximize)
     scratch = launch.workspace()
-    programs = one_launch_programs(launch, update_args, scratch) if one_launch_requested() else 0
+    programs = 0
+    if reduce and one_launch_requested():
+        programs = one_launch_programs(launch, update_args, scratch)
     if programs:
         adam_step_one_launch(launch, update_args, programs, scratch)
-    else:
+        return
+    if reduce:
         _reduce_launch(launch, beta2, scratch)
-        _update_launch(launch, update_args, scratch)
+    _update_launch(launch, update_args, scratch)
 
 
 # ------------------------------------------------------------------ the one-launch path ------

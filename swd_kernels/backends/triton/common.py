@@ -237,6 +237,19 @@ def store_rounded(ptr, offs, x, mask):
     tl.store(ptr + offs, to_storage(x, ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def store_second_moment(v_ptr, offs, v, mask, SUM_V: tl.constexpr):
+    """Store the new exp_avg_sq like ``store_rounded``; with SUM_V (16-bit state) return what
+    was stored, as fp32 and 0 where masked, for the running sums (``add_chunk_v_sum``)."""
+    v_stored = to_storage(v, v_ptr.dtype.element_ty)
+    tl.store(v_ptr + offs, v_stored, mask=mask)
+    if SUM_V:
+        stored = tl.where(mask, v_stored.to(tl.float32), 0.0)
+    else:
+        stored = 0.0
+    return stored
+
+
 # ------------------------------------------------------------------ device: runtime inputs ---
 
 @triton.jit
@@ -311,16 +324,17 @@ def sum_range(values, lo, hi, TILE: tl.constexpr):
 
 
 @triton.jit
-def add_chunk_v_sum(stored, chunk, index, first_chunk, partials, tensor_counters, v_sum, write,
-                    PARTIAL_TILE: tl.constexpr):
+def add_chunk_v_sum(stored, chunk, index, first_chunk, partials, tensor_counters,
+                    pointer_table, row, n_tensors, write, PARTIAL_TILE: tl.constexpr):
     """An update with 16-bit state (ops.py): this chunk's sum of the exp_avg_sq it stored into
     ``partials[chunk]``; the program that finishes the tensor's last chunk sets its running sum
-    ``v_sum`` (a float64 pointer) to the sum of those, in a fixed order, unless the step is
-    skipped (``write`` False)."""
+    (``v_sums[index]``, list ``row`` of the pointer table) to the sum of those, in a fixed
+    order, unless the step is skipped (``write`` False)."""
     tl.store(partials + chunk, stored)
     lo = tl.load(first_chunk + index)
     hi = tl.load(first_chunk + index + 1)
     if is_last_of(tensor_counters + index, hi - lo):
+        v_sum = element_pointer(pointer_table, row, n_tensors, index, 0, tl.float64, False)
         tl.store(v_sum, sum_range(partials, lo, hi, PARTIAL_TILE), mask=write)
 
 
